@@ -1,0 +1,52 @@
+"""lopt_core: the protocols and engines of lopt, a plugin-based learned-optimizer library."""
+
+from lopt_core.datasets import (
+    SPLITS,
+    Datasets,
+    clear_dataset_cache,
+    dataset_lru_cache,
+    stack_batches,
+    stack_task_batches,
+)
+from lopt_core.hookspecs import hookimpl
+from lopt_core.optimizers import (
+    SGD,
+    SGDM,
+    Adam,
+    AdamW,
+    OptaxOptimizer,
+    OptaxState,
+    Optimizer,
+    RMSProp,
+)
+from lopt_core.tasks import Task, TaskFamily, single_task_to_family
+from lopt_core.training import StaticGraphError, TrainResult, sample_cfgs, train, train_family
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SGD",
+    "SGDM",
+    "SPLITS",
+    "Adam",
+    "AdamW",
+    "Datasets",
+    "OptaxOptimizer",
+    "OptaxState",
+    "Optimizer",
+    "RMSProp",
+    "StaticGraphError",
+    "Task",
+    "TaskFamily",
+    "TrainResult",
+    "__version__",
+    "clear_dataset_cache",
+    "dataset_lru_cache",
+    "hookimpl",
+    "sample_cfgs",
+    "single_task_to_family",
+    "stack_batches",
+    "stack_task_batches",
+    "train",
+    "train_family",
+]

@@ -1,0 +1,124 @@
+"""Datasets: four endless iterators of fixed-shape batches, and batch stacking.
+
+A batch is a pytree of numpy arrays whose shapes never change, so that the
+batches of ``n`` steps can be stacked along a new leading axis and consumed by
+one ``lax.scan``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import jax
+import numpy as np
+
+SPLITS: tuple[str, ...] = ("train", "inner_valid", "outer_valid", "test")
+
+Batch = Any  # a pytree of numpy arrays with fixed shapes
+
+
+class Datasets:
+    """The four splits of a dataset, each an endless iterator of batches.
+
+    ``train`` feeds inner training, ``inner_valid`` tunes during inner training,
+    ``outer_valid`` is what meta-training optimizes and ``test`` is for the
+    final evaluation of a learned optimizer.
+    """
+
+    def __init__(
+        self,
+        train: Iterator[Batch],
+        inner_valid: Iterator[Batch],
+        outer_valid: Iterator[Batch],
+        test: Iterator[Batch],
+        extra_info: Mapping[str, Any] | None = None,
+        abstract_batch: Any = None,
+    ):
+        self.train = train
+        self.inner_valid = inner_valid
+        self.outer_valid = outer_valid
+        self.test = test
+        self.extra_info = dict(extra_info or {})
+        self.abstract_batch = abstract_batch
+
+    def split(self, name: str) -> Iterator[Batch]:
+        """The iterator of split ``name`` (one of ``SPLITS``)."""
+        if name not in SPLITS:
+            raise ValueError(f"Unknown split {name!r}; the splits are {', '.join(SPLITS)}.")
+        return getattr(self, name)
+
+    def __repr__(self) -> str:
+        return f"Datasets(extra_info={self.extra_info!r}, abstract_batch={self.abstract_batch!r})"
+
+
+_BUILT: dict[Any, Datasets] = {}
+
+
+def dataset_lru_cache(builder: Callable[..., Datasets]) -> Callable[..., Datasets]:
+    """Decorator: equal arguments to ``builder`` return the very same ``Datasets``.
+
+    Tasks built from the same data then share one set of iterators instead of
+    each holding its own copy of the arrays. ``clear_dataset_cache()`` empties
+    the cache of every decorated builder; ``builder.cache_clear()`` just its own.
+    """
+
+    @functools.wraps(builder)
+    def cached(*args, **kwargs):
+        try:
+            cache_key = (builder, args, tuple(sorted(kwargs.items())))
+            hash(cache_key)
+        except TypeError as e:
+            raise TypeError(
+                f"{builder.__qualname__} is wrapped in dataset_lru_cache, so its arguments must be "
+                f"hashable; got args={args!r} kwargs={kwargs!r}. Pass tuples instead of lists."
+            ) from e
+        if cache_key not in _BUILT:
+            _BUILT[cache_key] = builder(*args, **kwargs)
+        return _BUILT[cache_key]
+
+    def cache_clear() -> None:
+        for cache_key in [k for k in _BUILT if k[0] is builder]:
+            del _BUILT[cache_key]
+
+    cached.cache_clear = cache_clear
+    return cached
+
+
+def clear_dataset_cache() -> None:
+    """Forget every ``Datasets`` built through ``dataset_lru_cache``."""
+    _BUILT.clear()
+
+
+def stack_batches(iterator: Iterator[Batch], n: int) -> Batch:
+    """Draw ``n`` batches and stack them along a new leading (step) axis."""
+    if n < 1:
+        raise ValueError(f"n must be at least 1 to stack batches, got {n}.")
+    batches = [next(iterator) for _ in range(n)]
+    first = jax.tree_util.tree_structure(batches[0])
+    for i, batch in enumerate(batches[1:], start=1):
+        if jax.tree_util.tree_structure(batch) != first:
+            raise ValueError(
+                f"Batch {i} has structure {jax.tree_util.tree_structure(batch)} but batch 0 has "
+                f"{first}; a dataset iterator must yield batches of one fixed structure."
+            )
+    try:
+        return jax.tree_util.tree_map(lambda *xs: np.stack(xs), *batches)
+    except ValueError as e:
+        shapes = [jax.tree_util.tree_map(np.shape, b) for b in batches[:3]]
+        raise ValueError(
+            f"Could not stack {n} batches: their shapes differ (first ones: {shapes}). A dataset "
+            "iterator must yield batches of fixed shape (drop or pad the last partial batch)."
+        ) from e
+
+
+def stack_task_batches(iterator: Iterator[Batch], num_tasks: int, n: int) -> Batch:
+    """Draw ``n`` batches for each of ``num_tasks`` tasks: leaves get shape ``[num_tasks, n, ...]``.
+
+    Every task gets its own batches, drawn one after another from the shared iterator.
+    """
+    if num_tasks < 1:
+        raise ValueError(f"num_tasks must be at least 1, got {num_tasks}.")
+    per_task = [stack_batches(iterator, n) for _ in range(num_tasks)]
+    return jax.tree_util.tree_map(lambda *xs: np.stack(xs), *per_task)

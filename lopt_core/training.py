@@ -1,0 +1,351 @@
+"""Inner training: one task, or many tasks of a family vmapped, in one jitted scan.
+
+The data for every step is drawn on the host first and stacked, so a whole
+run is a single compiled call with no host round-trips. Compiled functions
+are cached on (task or family, optimizer, shapes): training the same task
+again does not recompile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from lopt_core.datasets import Datasets, stack_batches, stack_task_batches
+from lopt_core.optimizers.base import Optimizer
+from lopt_core.tasks import Task, TaskFamily
+
+EVAL_SPLITS: tuple[str, ...] = ("inner_valid", "test")
+
+
+class StaticGraphError(TypeError):
+    """A task or family cannot be traced into one static computation graph."""
+
+
+@struct.dataclass
+class TrainResult:
+    """What a training run leaves. Under ``train_family`` every field has a leading task axis.
+
+    ``train_loss[i]`` is the loss of the batch at step ``i`` before its update;
+    ``inner_valid_loss[j]`` and ``test_loss[j]`` are mean losses over the
+    evaluation batches after ``eval_steps[j]`` steps (0 is the initialization).
+    ``inner_valid_aux``/``test_aux`` hold the task's extras (e.g. accuracy) likewise.
+    """
+
+    params: Any
+    model_state: Any
+    opt_state: Any
+    train_loss: jax.Array
+    eval_steps: jax.Array
+    inner_valid_loss: jax.Array
+    test_loss: jax.Array
+    inner_valid_aux: dict = struct.field(default_factory=dict)
+    test_aux: dict = struct.field(default_factory=dict)
+
+
+# Tracing errors that mean a task or family turned traced values into Python ones.
+_TRACER_ERRORS = (
+    jax.errors.ConcretizationTypeError,
+    jax.errors.TracerBoolConversionError,
+    jax.errors.TracerIntegerConversionError,
+    jax.errors.TracerArrayConversionError,
+)
+
+
+class _ByIdentity:
+    """A static jit argument for an unhashable object, compared by identity."""
+
+    def __init__(self, obj: Any):
+        self.obj = obj
+
+    def __hash__(self) -> int:
+        return id(self.obj)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _ByIdentity) and other.obj is self.obj
+
+
+def _static(obj: Any) -> Any:
+    try:
+        hash(obj)
+    except TypeError:
+        return _ByIdentity(obj)
+    return obj
+
+
+def _unwrap(obj: Any) -> Any:
+    return obj.obj if isinstance(obj, _ByIdentity) else obj
+
+
+def _eval_schedule(num_steps: int, eval_every: int | None) -> tuple[int, int]:
+    """(eval_every, number of evaluations including the one at step 0), validated."""
+    if not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
+        raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}.")
+    if eval_every is None:
+        eval_every = int(num_steps)
+    if not isinstance(eval_every, (int, np.integer)) or eval_every < 1:
+        raise ValueError(f"eval_every must be a positive integer or None, got {eval_every!r}.")
+    if num_steps % eval_every:
+        raise ValueError(
+            f"num_steps ({num_steps}) must be a multiple of eval_every ({eval_every}) so that "
+            "evaluation falls on fixed steps; pick e.g. "
+            f"eval_every={_largest_divisor_at_most(num_steps, eval_every)}."
+        )
+    return int(eval_every), int(num_steps) // int(eval_every) + 1
+
+
+def _largest_divisor_at_most(n: int, k: int) -> int:
+    return max(d for d in range(1, k + 1) if n % d == 0)
+
+
+def _chunk(tree: Any, num_chunks: int) -> Any:
+    """Reshape leading axis ``n`` into ``[num_chunks, n // num_chunks]``."""
+    return jax.tree_util.tree_map(
+        lambda x: x.reshape((num_chunks, x.shape[0] // num_chunks) + x.shape[1:]), tree
+    )
+
+
+def _mean_loss_and_aux(task: Task, params, model_state, key, batches, data_free: bool):
+    """Mean loss and extras over stacked evaluation batches (model state left unchanged)."""
+
+    def one(batch):
+        loss, _, aux = task.loss_with_state_and_aux(params, model_state, key, batch)
+        return loss, aux
+
+    if data_free:
+        return one(None)
+    losses, aux = jax.vmap(one)(batches)
+    return jnp.mean(losses), jax.tree_util.tree_map(jnp.mean, aux)
+
+
+def _train_loop(
+    task: Task,
+    optimizer: Optimizer,
+    key: jax.Array,
+    train_batches: Any,
+    eval_batches: dict[str, Any],
+    num_steps: int,
+    eval_every: int,
+    data_free: bool,
+) -> TrainResult:
+    """The pure training loop: scan over chunks of ``eval_every`` steps, evaluating after each."""
+    num_chunks = num_steps // eval_every
+    init_key, opt_key, loop_key, eval_key = jax.random.split(key, 4)
+    params, model_state = task.init_with_state(init_key)
+    opt_state = optimizer.init(params, model_state, num_steps=num_steps, key=opt_key)
+
+    def evaluate(opt_state, batches):
+        params, model_state = optimizer.get_params(opt_state), optimizer.get_state(opt_state)
+        return {
+            split: _mean_loss_and_aux(task, params, model_state, eval_key, split_batches, data_free)
+            for split, split_batches in batches.items()
+        }
+
+    def step(opt_state, xs):
+        step_key, batch = xs
+        loss_key, update_key = jax.random.split(step_key)
+        model_state = optimizer.get_state(opt_state)
+
+        def loss_fn(params):
+            loss, new_state, _ = task.loss_with_state_and_aux(params, model_state, loss_key, batch)
+            return loss, new_state
+
+        (loss, new_state), grad = jax.value_and_grad(loss_fn, has_aux=True)(
+            optimizer.get_params(opt_state)
+        )
+        opt_state = optimizer.update(
+            opt_state, grad, loss=loss, model_state=new_state, key=update_key
+        )
+        return opt_state, loss
+
+    def chunk(opt_state, xs):
+        step_keys, batches, eval_batch = xs
+        opt_state, losses = jax.lax.scan(step, opt_state, (step_keys, batches))
+        return opt_state, (losses, evaluate(opt_state, eval_batch))
+
+    first_eval = evaluate(opt_state, jax.tree_util.tree_map(lambda x: x[0], eval_batches))
+    later_eval_batches = jax.tree_util.tree_map(lambda x: x[1:], eval_batches)
+    step_keys = _chunk(jax.random.split(loop_key, num_steps), num_chunks)
+    opt_state, (losses, evals) = jax.lax.scan(
+        chunk, opt_state, (step_keys, _chunk(train_batches, num_chunks), later_eval_batches)
+    )
+    evals = jax.tree_util.tree_map(
+        lambda first, rest: jnp.concatenate([first[None], rest]), first_eval, evals
+    )
+    return TrainResult(
+        params=optimizer.get_params(opt_state),
+        model_state=optimizer.get_state(opt_state),
+        opt_state=opt_state,
+        train_loss=losses.reshape(num_steps),
+        eval_steps=jnp.arange(num_chunks + 1, dtype=jnp.int32) * eval_every,
+        inner_valid_loss=evals["inner_valid"][0],
+        test_loss=evals["test"][0],
+        inner_valid_aux=evals["inner_valid"][1],
+        test_aux=evals["test"][1],
+    )
+
+
+@contextlib.contextmanager
+def _explain_tracer_errors(what: str):
+    try:
+        yield
+    except _TRACER_ERRORS as e:
+        raise StaticGraphError(
+            f"{what} could not be traced into one static computation graph: it turned a traced "
+            "array into a Python value (int(), float(), bool(), `if`, or numpy on a jax array). "
+            "Every task of a family must keep one computation graph, because the family is "
+            "trained under jax.vmap and jit: choose between variants with lax.cond/lax.switch "
+            "and keep shapes fixed, or split the variants into separate families. "
+            f"Original error: {type(e).__name__}: {str(e).splitlines()[0]}"
+        ) from e
+
+
+def _stack_eval_batches(datasets: Datasets, num_evals: int, num_batches: int, tasks: int | None):
+    out = {}
+    for split in EVAL_SPLITS:
+        iterator = datasets.split(split)
+        if tasks is None:
+            stacked = stack_batches(iterator, num_evals * num_batches)
+            out[split] = _chunk(stacked, num_evals)
+        else:
+            stacked = stack_task_batches(iterator, tasks, num_evals * num_batches)
+            out[split] = jax.vmap(lambda t: _chunk(t, num_evals))(stacked)
+    return out
+
+
+def _no_eval_batches(num_evals: int, tasks: int | None) -> dict[str, Any]:
+    # Data-free tasks still need one scan input per evaluation.
+    shape = (num_evals,) if tasks is None else (tasks, num_evals)
+    return {split: np.zeros(shape, np.float32) for split in EVAL_SPLITS}
+
+
+def _check_num_eval_batches(num_eval_batches: int) -> None:
+    if not isinstance(num_eval_batches, (int, np.integer)) or num_eval_batches < 1:
+        raise ValueError(f"num_eval_batches must be a positive integer, got {num_eval_batches!r}.")
+
+
+def _check_optimizer(optimizer: Any) -> None:
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(
+            f"optimizer must be an lopt_core Optimizer, got {type(optimizer).__name__}: "
+            f"{optimizer!r}. Wrap an optax transformation with OptaxOptimizer(tx)."
+        )
+
+
+_LOOP_STATICS = ("optimizer", "num_steps", "eval_every", "data_free")
+
+
+@functools.partial(jax.jit, static_argnames=("task", *_LOOP_STATICS))
+def _train_jit(task, optimizer, key, train_batches, eval_batches, num_steps, eval_every, data_free):
+    return _train_loop(
+        _unwrap(task), _unwrap(optimizer), key, train_batches, eval_batches,
+        num_steps, eval_every, data_free,
+    )  # fmt: skip
+
+
+def train(
+    task: Task,
+    optimizer: Optimizer,
+    key: jax.Array,
+    num_steps: int,
+    eval_every: int | None = None,
+    num_eval_batches: int = 1,
+) -> TrainResult:
+    """Train ``task`` with ``optimizer`` for ``num_steps`` steps in one jitted ``lax.scan``.
+
+    The train split feeds one batch per step. Every ``eval_every`` steps (and at
+    step 0) the mean loss over ``num_eval_batches`` fresh inner_valid and test
+    batches is recorded; with ``eval_every=None`` only at step 0 and the end.
+    """
+    if not isinstance(task, Task):
+        raise TypeError(f"train expects a Task, got {type(task).__name__}: {task!r}.")
+    _check_optimizer(optimizer)
+    _check_num_eval_batches(num_eval_batches)
+    eval_every, num_evals = _eval_schedule(num_steps, eval_every)
+    datasets = task.datasets
+    if datasets is None:
+        train_batches, eval_batches = None, _no_eval_batches(num_evals, None)
+    else:
+        train_batches = stack_batches(datasets.train, num_steps)
+        eval_batches = _stack_eval_batches(datasets, num_evals, num_eval_batches, None)
+    with _explain_tracer_errors(f"Task {task.name}"):
+        return _train_jit(
+            _static(task), _static(optimizer), key, train_batches, eval_batches,
+            num_steps=int(num_steps), eval_every=eval_every, data_free=datasets is None,
+        )  # fmt: skip
+
+
+def _train_family_loop(family, optimizer, cfgs, keys, train_batches, eval_batches, **static):
+    def one(cfg, key, batches, evals):
+        return _train_loop(family.task_fn(cfg), optimizer, key, batches, evals, **static)
+
+    in_axes = (0, 0, None if train_batches is None else 0, 0)
+    return jax.vmap(one, in_axes=in_axes)(cfgs, keys, train_batches, eval_batches)
+
+
+@functools.partial(jax.jit, static_argnames=("family", *_LOOP_STATICS))
+def _train_family_jit(
+    family, optimizer, cfgs, keys, train_batches, eval_batches, num_steps, eval_every, data_free
+):
+    return _train_family_loop(
+        _unwrap(family), _unwrap(optimizer), cfgs, keys, train_batches, eval_batches,
+        num_steps=num_steps, eval_every=eval_every, data_free=data_free,
+    )  # fmt: skip
+
+
+def sample_cfgs(family: TaskFamily, key: jax.Array, num_tasks: int) -> Any:
+    """``family.sample_tasks`` with the checks that make a bad family fail clearly."""
+    if not isinstance(family, TaskFamily):
+        raise TypeError(f"expected a TaskFamily, got {type(family).__name__}: {family!r}.")
+    with _explain_tracer_errors(f"TaskFamily {family.name}.sample"):
+        try:
+            cfgs = family.sample_tasks(key, num_tasks)
+        except TypeError as e:
+            if "vmap" not in str(e) and "JAX type" not in str(e):
+                raise
+            raise StaticGraphError(
+                f"TaskFamily {family.name}.sample must return a pytree of jax arrays (the cfg), "
+                f"so that configs can be vmapped; it failed under jax.vmap with: {e}"
+            ) from e
+    return cfgs
+
+
+def train_family(
+    family: TaskFamily,
+    optimizer: Optimizer,
+    key: jax.Array,
+    num_tasks: int,
+    num_steps: int,
+    eval_every: int | None = None,
+    num_eval_batches: int = 1,
+) -> TrainResult:
+    """Train ``num_tasks`` tasks sampled from ``family`` at once, ``jax.vmap`` over one scan.
+
+    Each task gets its own cfg, PRNG key and batches (drawn from the family's
+    shared datasets). Returns a ``TrainResult`` whose fields lead with the task axis.
+    """
+    _check_optimizer(optimizer)
+    _check_num_eval_batches(num_eval_batches)
+    if not isinstance(num_tasks, (int, np.integer)) or num_tasks < 1:
+        raise ValueError(f"num_tasks must be a positive integer, got {num_tasks!r}.")
+    eval_every, num_evals = _eval_schedule(num_steps, eval_every)
+    cfg_key, run_key = jax.random.split(key)
+    cfgs = sample_cfgs(family, cfg_key, num_tasks)
+    datasets = family.datasets
+    if datasets is None:
+        train_batches, eval_batches = None, _no_eval_batches(num_evals, num_tasks)
+    else:
+        train_batches = stack_task_batches(datasets.train, num_tasks, num_steps)
+        eval_batches = _stack_eval_batches(datasets, num_evals, num_eval_batches, num_tasks)
+    with _explain_tracer_errors(f"TaskFamily {family.name}.task_fn"):
+        return _train_family_jit(
+            _static(family), _static(optimizer), cfgs, jax.random.split(run_key, num_tasks),
+            train_batches, eval_batches,
+            num_steps=int(num_steps), eval_every=eval_every, data_free=datasets is None,
+        )  # fmt: skip
