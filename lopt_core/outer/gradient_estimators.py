@@ -1,0 +1,271 @@
+"""Meta-gradient estimators: truncated PES, full-horizon ES and truncated backprop.
+
+Each estimator is split into a host part, ``get_batches()`` (draws the data of
+one estimate), and a pure part, ``estimate(worker_state, theta, key, batches)``,
+that the learner jits together with the outer update. ``compute_gradient_estimate``
+joins the two for callers that want one estimate at a time (e.g. remote workers).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from lopt_core.outer.truncated_step import InnerState, VectorizedLOptTruncatedStep
+from lopt_core.outer.truncation_schedules import ConstantTruncationSchedule
+
+tree_map = jax.tree_util.tree_map
+
+
+@struct.dataclass
+class GradientEstimate:
+    """One estimate of the meta-gradient: mean meta-loss, gradient (theta-shaped), metrics."""
+
+    mean_loss: jax.Array
+    grad: Any
+    metrics: dict = struct.field(default_factory=dict)
+
+
+class GradientEstimator:
+    """Base class: turns unrolls of a ``VectorizedLOptTruncatedStep`` into meta-gradients."""
+
+    truncated_step: VectorizedLOptTruncatedStep
+    unroll_length: int
+
+    @property
+    def name(self) -> str:
+        """A readable name; the class name."""
+        return type(self).__name__
+
+    def init_worker_state(self, theta: Any, key: jax.Array) -> Any:
+        """The estimator's persistent state (e.g. the inner problems), a pytree."""
+        raise NotImplementedError
+
+    def get_batches(self) -> Any:
+        """Host side: the data one estimate consumes."""
+        return self.truncated_step.get_batches(self.unroll_length)
+
+    def estimate(
+        self, worker_state: Any, theta: Any, key: jax.Array, batches: Any
+    ) -> tuple[Any, GradientEstimate]:
+        """Pure: the next worker state and a gradient estimate."""
+        raise NotImplementedError
+
+    def compute_gradient_estimate(
+        self, worker_state: Any, theta: Any, key: jax.Array
+    ) -> tuple[Any, GradientEstimate]:
+        """Draw data and compute one estimate (jitted, compiled once per estimator)."""
+        return _jitted_estimate(self)(worker_state, theta, key, self.get_batches())
+
+
+@functools.cache
+def _jitted_estimate(estimator: GradientEstimator):
+    return jax.jit(estimator.estimate)
+
+
+def _check_std(owner: str, std: float) -> float:
+    if not isinstance(std, (int, float)) or not std > 0:
+        raise ValueError(f"{owner}: std must be a positive number, got {std!r}.")
+    return float(std)
+
+
+def _check_length(owner: str, what: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{owner}: {what} must be a positive integer, got {value!r}.")
+    return int(value)
+
+
+def _check_truncated_step(owner: str, truncated_step: Any) -> None:
+    if not isinstance(truncated_step, VectorizedLOptTruncatedStep):
+        raise TypeError(
+            f"{owner}: truncated_step must be a VectorizedLOptTruncatedStep, got "
+            f"{type(truncated_step).__name__}."
+        )
+
+
+def sample_perturbations(key: jax.Array, theta: Any, num: int, std: float) -> Any:
+    """``num`` Gaussian perturbations of ``theta`` with standard deviation ``std``."""
+    leaves, treedef = jax.tree_util.tree_flatten(theta)
+    keys = jax.random.split(key, len(leaves))
+    noise = [
+        std * jax.random.normal(k, (num,) + jnp.shape(x), jnp.result_type(x))
+        for k, x in zip(keys, leaves, strict=True)
+    ]
+    return jax.tree_util.tree_unflatten(treedef, noise)
+
+
+def _antithetic(theta: Any, eps: Any) -> Any:
+    """``[theta + eps; theta - eps]`` stacked along the particle axis."""
+    return tree_map(lambda t, e: jnp.concatenate([t + e, t - e]), theta, eps)
+
+
+def _weighted_mean(weights: jax.Array, tree: Any) -> Any:
+    """``mean_i weights[i] * tree[i]`` over the leading axis."""
+    return tree_map(
+        lambda x: jnp.mean(weights.reshape((-1,) + (1,) * (x.ndim - 1)) * x, axis=0), tree
+    )
+
+
+@struct.dataclass
+class PESWorkerState:
+    """The antithetic pairs' inner state (``2 * num_tasks`` particles) and PES accumulators."""
+
+    inner: InnerState
+    accumulator: Any  # theta-shaped, leading axis num_tasks
+
+
+class TruncatedPES(GradientEstimator):
+    """Persistent evolution strategies (Vicol et al. 2021), antithetic.
+
+    Each task slot runs a ``+eps`` and a ``-eps`` copy of its inner problem for
+    ``trunc_length`` steps. The accumulator sums the perturbations used since the
+    problem started, which makes the estimate unbiased for the whole unroll;
+    when a problem restarts, the steps after the restart are credited to the
+    current perturbation only and the accumulator restarts from it.
+    """
+
+    def __init__(
+        self, truncated_step: VectorizedLOptTruncatedStep, trunc_length: int = 10, std: float = 0.01
+    ):
+        _check_truncated_step(type(self).__name__, truncated_step)
+        self.truncated_step = truncated_step
+        self.unroll_length = _check_length(type(self).__name__, "trunc_length", trunc_length)
+        self.std = _check_std(type(self).__name__, std)
+        n = truncated_step.num_tasks
+        self._task_ids = np.concatenate([np.arange(n), np.arange(n)]).astype(np.int32)
+
+    def init_worker_state(self, theta: Any, key: jax.Array) -> PESWorkerState:
+        inner = self.truncated_step.init_state(theta, key, jnp.asarray(self._task_ids))
+        n = self.truncated_step.num_tasks
+        accumulator = tree_map(lambda t: jnp.zeros((n,) + jnp.shape(t), jnp.result_type(t)), theta)
+        return PESWorkerState(inner=inner, accumulator=accumulator)
+
+    def estimate(self, worker_state, theta, key, batches):
+        n = self.truncated_step.num_tasks
+        eps_key, unroll_key = jax.random.split(key)
+        eps = sample_perturbations(eps_key, theta, n, self.std)
+        inner, out = self.truncated_step.unroll(
+            _antithetic(theta, eps), worker_state.inner, unroll_key, batches,
+            jnp.asarray(self._task_ids), self.unroll_length, theta_axis=0,
+        )  # fmt: skip
+        delta = out.meta_loss[:, :n] - out.meta_loss[:, n:]  # [T, n]
+        restarted = out.restarted[:, :n]
+        after_restart = jnp.cumsum(restarted, axis=0) > 0
+        # Steps before a restart saw accumulator + eps; steps after it saw eps only.
+        weight_all = jnp.mean(delta, axis=0) / (2 * self.std**2)
+        weight_before = jnp.mean(jnp.where(after_restart, 0.0, delta), axis=0) / (2 * self.std**2)
+        grad = tree_map(
+            lambda a, e: a + e,
+            _weighted_mean(weight_before, worker_state.accumulator),
+            _weighted_mean(weight_all, eps),
+        )
+        any_restart = jnp.any(restarted, axis=0)
+        accumulator = tree_map(
+            lambda acc, e: jnp.where(any_restart.reshape((-1,) + (1,) * (e.ndim - 1)), e, acc + e),
+            worker_state.accumulator,
+            eps,
+        )
+        mean_loss = jnp.mean(out.meta_loss)
+        metrics = {
+            "train_loss": jnp.mean(out.train_loss),
+            "restarts": jnp.sum(restarted).astype(jnp.float32),
+        }
+        return PESWorkerState(inner, accumulator), GradientEstimate(mean_loss, grad, metrics)
+
+
+@struct.dataclass
+class EmptyWorkerState:
+    """Worker state of estimators that keep nothing between estimates."""
+
+
+class FullES(GradientEstimator):
+    """Antithetic evolution strategies over whole inner runs, restarted every estimate.
+
+    ``loss_type="avg"`` scores a run by its mean meta-loss over all steps,
+    ``"last"`` by the meta-loss after its final step. The horizon is
+    ``horizon`` or, by default, the length of a ``ConstantTruncationSchedule``.
+    """
+
+    def __init__(
+        self,
+        truncated_step: VectorizedLOptTruncatedStep,
+        std: float = 0.01,
+        loss_type: str = "avg",
+        horizon: int | None = None,
+    ):
+        owner = type(self).__name__
+        _check_truncated_step(owner, truncated_step)
+        if loss_type not in ("avg", "last"):
+            raise ValueError(f"{owner}: loss_type must be 'avg' or 'last', got {loss_type!r}.")
+        if horizon is None:
+            sched = truncated_step.trunc_sched
+            if not isinstance(sched, ConstantTruncationSchedule):
+                raise ValueError(
+                    f"{owner} unrolls whole inner runs, so it needs a fixed horizon: pass "
+                    f"horizon=N or use ConstantTruncationSchedule (got {sched!r})."
+                )
+            horizon = sched.length
+        self.truncated_step = truncated_step
+        self.unroll_length = _check_length(owner, "horizon", horizon)
+        self.std = _check_std(owner, std)
+        self.loss_type = loss_type
+        n = truncated_step.num_tasks
+        self._task_ids = np.concatenate([np.arange(n), np.arange(n)]).astype(np.int32)
+
+    def init_worker_state(self, theta: Any, key: jax.Array) -> EmptyWorkerState:
+        return EmptyWorkerState()
+
+    def estimate(self, worker_state, theta, key, batches):
+        n = self.truncated_step.num_tasks
+        eps_key, init_key, unroll_key = jax.random.split(key, 3)
+        eps = sample_perturbations(eps_key, theta, n, self.std)
+        thetas = _antithetic(theta, eps)
+        task_ids = jnp.asarray(self._task_ids)
+        inner = self.truncated_step.init_state(thetas, init_key, task_ids, theta_axis=0)
+        # Whole runs: no random offset and no restart within the unroll.
+        horizon = jnp.full_like(inner.horizon, self.unroll_length)
+        inner = inner.replace(inner_step=jnp.zeros_like(inner.inner_step), horizon=horizon)
+        _, out = self.truncated_step.unroll(
+            thetas, inner, unroll_key, batches, task_ids, self.unroll_length, theta_axis=0
+        )
+        losses = jnp.mean(out.meta_loss, axis=0) if self.loss_type == "avg" else out.meta_loss[-1]
+        weights = (losses[:n] - losses[n:]) / (2 * self.std**2)
+        grad = _weighted_mean(weights, eps)
+        metrics = {"train_loss": jnp.mean(out.train_loss)}
+        return worker_state, GradientEstimate(jnp.mean(losses), grad, metrics)
+
+
+class TruncatedGrad(GradientEstimator):
+    """Backpropagation through each truncation of ``trunc_length`` steps.
+
+    The inner state carried between truncations is not differentiated through
+    (``stop_gradient``), which is what makes it cheap and biased.
+    """
+
+    def __init__(self, truncated_step: VectorizedLOptTruncatedStep, trunc_length: int = 10):
+        _check_truncated_step(type(self).__name__, truncated_step)
+        self.truncated_step = truncated_step
+        self.unroll_length = _check_length(type(self).__name__, "trunc_length", trunc_length)
+        self._task_ids = np.arange(truncated_step.num_tasks, dtype=np.int32)
+
+    def init_worker_state(self, theta: Any, key: jax.Array) -> InnerState:
+        return self.truncated_step.init_state(theta, key, jnp.asarray(self._task_ids))
+
+    def estimate(self, worker_state, theta, key, batches):
+        def mean_meta_loss(theta):
+            inner, out = self.truncated_step.unroll(
+                theta, worker_state, key, batches, jnp.asarray(self._task_ids), self.unroll_length
+            )
+            return jnp.mean(out.meta_loss), (inner, out)
+
+        (loss, (inner, out)), grad = jax.value_and_grad(mean_meta_loss, has_aux=True)(theta)
+        metrics = {
+            "train_loss": jnp.mean(out.train_loss),
+            "restarts": jnp.sum(out.restarted).astype(jnp.float32),
+        }
+        return jax.lax.stop_gradient(inner), GradientEstimate(loss, grad, metrics)

@@ -1,0 +1,254 @@
+"""The vectorized truncated step: many inner problems, unrolled a truncation at a time.
+
+The state holds, for each of ``P`` "particles" (inner problems), the learned
+optimizer's state, the step counter, the sampled task cfg and the horizon.
+An unroll is one ``lax.scan`` over pre-stacked batches; inside it, problems
+that reached their horizon restart (new cfg, new init) in place.
+
+Particles are grouped by *task slot*: particles with the same ``task_id`` share
+task cfgs, initializations and data, which is what antithetic estimators need
+(the ``+eps`` and ``-eps`` copies of a problem differ only in ``theta``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from lopt_core.datasets import SPLITS, stack_task_batches
+from lopt_core.learned.base import LearnedOptimizer
+from lopt_core.outer.truncation_schedules import TruncationSchedule
+from lopt_core.tasks import TaskFamily
+from lopt_core.training import sample_cfgs
+
+
+@struct.dataclass
+class InnerState:
+    """The inner problems' state; every field leads with the particle axis."""
+
+    opt_state: Any
+    inner_step: jax.Array  # int32 [P]: steps taken in the current problem
+    horizon: jax.Array  # int32 [P]: steps after which the problem restarts
+    cfg: Any  # the sampled task cfgs
+
+
+@struct.dataclass
+class UnrollOutput:
+    """Per step and particle (``[T, P]``): losses, and whether the step began a new problem."""
+
+    train_loss: jax.Array
+    meta_loss: jax.Array
+    restarted: jax.Array
+
+
+def tree_where(mask: jax.Array, on_true: Any, on_false: Any) -> Any:
+    """Select per particle (leading axis) between two pytrees of equal structure."""
+
+    def select(a, b):
+        m = mask.reshape(mask.shape + (1,) * (a.ndim - mask.ndim))
+        return jnp.where(m, a, b)
+
+    return jax.tree_util.tree_map(select, on_true, on_false)
+
+
+class VectorizedLOptTruncatedStep:
+    """Unrolls ``num_tasks`` inner problems of ``task_family`` with a learned optimizer.
+
+    Data for a whole truncation comes from the family's ``train`` split (one
+    batch per step and task) and the meta-loss from ``meta_loss_split``
+    (``outer_valid`` by default; ``"train"`` reuses the step's training batch).
+    The meta-loss of a step is the task's ``normalizer`` of its loss *after*
+    that step's update, so it depends on ``theta``.
+    ``random_initial_iteration_offset=K`` starts each first problem at a random
+    step counter in ``[0, K)`` so that restarts are spread out over time.
+    """
+
+    def __init__(
+        self,
+        task_family: TaskFamily,
+        learned_opt: LearnedOptimizer,
+        trunc_sched: TruncationSchedule,
+        num_tasks: int,
+        random_initial_iteration_offset: int = 0,
+        meta_loss_split: str = "outer_valid",
+    ):
+        if not isinstance(task_family, TaskFamily):
+            raise TypeError(
+                f"task_family must be a TaskFamily, got {type(task_family).__name__}; wrap a "
+                "single Task with lopt_core.single_task_to_family(task)."
+            )
+        if not isinstance(learned_opt, LearnedOptimizer):
+            raise TypeError(
+                f"learned_opt must be a LearnedOptimizer, got {type(learned_opt).__name__}."
+            )
+        if not isinstance(trunc_sched, TruncationSchedule):
+            raise TypeError(
+                f"trunc_sched must be a TruncationSchedule, got {type(trunc_sched).__name__}."
+            )
+        if not isinstance(num_tasks, (int, np.integer)) or num_tasks < 1:
+            raise ValueError(f"num_tasks must be a positive integer, got {num_tasks!r}.")
+        offset = random_initial_iteration_offset
+        if not isinstance(offset, (int, np.integer)) or offset < 0:
+            raise ValueError(
+                f"random_initial_iteration_offset must be an integer >= 0, got {offset!r}."
+            )
+        if meta_loss_split not in SPLITS:
+            raise ValueError(
+                f"meta_loss_split must be one of {', '.join(SPLITS)}, got {meta_loss_split!r}."
+            )
+        self.task_family = task_family
+        self.learned_opt = learned_opt
+        self.trunc_sched = trunc_sched
+        self.num_tasks = int(num_tasks)
+        self.random_initial_iteration_offset = int(offset)
+        self.meta_loss_split = meta_loss_split
+        # How many batches each split's iterator has given us, so a resumed run
+        # can fast-forward shared iterators to where an uninterrupted run would be.
+        self.batches_drawn: dict[str, int] = {}
+        self._check_family()
+
+    def _check_family(self) -> None:
+        sample_cfgs(self.task_family, jax.random.PRNGKey(0), 1)  # fails early and clearly
+
+    # ----- data (host side) -----
+
+    def _splits(self) -> tuple[str, ...]:
+        if self.meta_loss_split == "train":
+            return ("train",)
+        return ("train", self.meta_loss_split)
+
+    def get_batches(self, num_steps: int) -> Any:
+        """Draw ``num_steps`` batches per task slot: ``{split: leaves [T, num_tasks, ...]}``.
+
+        None for data-free families.
+        """
+        datasets = self.task_family.datasets
+        if datasets is None:
+            return None
+        out = {}
+        for split in self._splits():
+            stacked = stack_task_batches(datasets.split(split), self.num_tasks, num_steps)
+            out[split] = jax.tree_util.tree_map(lambda x: np.swapaxes(x, 0, 1), stacked)
+            drawn = self.num_tasks * num_steps
+            self.batches_drawn[split] = self.batches_drawn.get(split, 0) + drawn
+        return out
+
+    def fast_forward(self, batches_drawn: dict[str, int]) -> None:
+        """Advance the data iterators past ``batches_drawn`` batches per split (for resuming)."""
+        datasets = self.task_family.datasets
+        if datasets is None:
+            return
+        for split, count in batches_drawn.items():
+            iterator = datasets.split(split)
+            for _ in range(int(count)):
+                next(iterator)
+            self.batches_drawn[split] = self.batches_drawn.get(split, 0) + int(count)
+
+    # ----- pure functions (traced) -----
+
+    def _fresh_problem(self, theta: Any, key: jax.Array, offset_max: int) -> InnerState:
+        """One newly started inner problem (not vectorized)."""
+        cfg_key, init_key, opt_key, horizon_key, offset_key = jax.random.split(key, 5)
+        cfg = self.task_family.sample(cfg_key)
+        task = self.task_family.task_fn(cfg)
+        params, model_state = task.init_with_state(init_key)
+        horizon = self.trunc_sched.sample_horizon(horizon_key)
+        opt = self.learned_opt.opt_fn(theta, is_training=True)
+        opt_state = opt.init(params, model_state, num_steps=horizon, key=opt_key)
+        if offset_max > 0:
+            inner_step = jax.random.randint(offset_key, (), 0, offset_max, jnp.int32)
+        else:
+            inner_step = jnp.zeros((), jnp.int32)
+        return InnerState(opt_state=opt_state, inner_step=inner_step, horizon=horizon, cfg=cfg)
+
+    def init_state(
+        self, theta: Any, key: jax.Array, task_ids: jax.Array, theta_axis: int | None = None
+    ) -> InnerState:
+        """Fresh problems for particles ``task_ids`` (equal ids get equal problems).
+
+        ``theta_axis=0`` when ``theta`` carries one set of meta-parameters per particle.
+        """
+        keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(task_ids)
+        return jax.vmap(
+            lambda th, k: self._fresh_problem(th, k, self.random_initial_iteration_offset),
+            in_axes=(theta_axis, 0),
+        )(theta, keys)
+
+    def _inner_step(self, theta, state: InnerState, key, train_batch, meta_batch):
+        """One step of one problem: update on the train batch, meta-loss after it."""
+        task = self.task_family.task_fn(state.cfg)
+        opt = self.learned_opt.opt_fn(theta, is_training=True)
+        loss_key, update_key, meta_key = jax.random.split(key, 3)
+        model_state = opt.get_state(state.opt_state)
+
+        def loss_fn(params):
+            loss, new_state, _ = task.loss_with_state_and_aux(
+                params, model_state, loss_key, train_batch
+            )
+            return loss, new_state
+
+        (loss, new_model_state), grad = jax.value_and_grad(loss_fn, has_aux=True)(
+            opt.get_params(state.opt_state)
+        )
+        opt_state = opt.update(
+            state.opt_state, grad, loss=loss, model_state=new_model_state, key=update_key
+        )
+        meta_loss, _, _ = task.loss_with_state_and_aux(
+            opt.get_params(opt_state), new_model_state, meta_key, meta_batch
+        )
+        new_state = state.replace(opt_state=opt_state, inner_step=state.inner_step + 1)
+        return new_state, loss, task.normalizer(meta_loss)
+
+    def unroll(
+        self,
+        theta: Any,
+        state: InnerState,
+        key: jax.Array,
+        batches: Any,
+        task_ids: jax.Array,
+        num_steps: int,
+        theta_axis: int | None = None,
+    ) -> tuple[InnerState, UnrollOutput]:
+        """Run ``num_steps`` steps of every particle in one ``lax.scan``.
+
+        ``batches`` is what ``get_batches(num_steps)`` returned (leaves
+        ``[T, num_tasks, ...]``); particle ``p`` reads task slot ``task_ids[p]``.
+        Returns the new state and per-step outputs of shape ``[T, P]``.
+        """
+        if batches is not None:
+            batches = jax.tree_util.tree_map(lambda x: jnp.take(x, task_ids, axis=1), batches)
+
+        def step(state, xs):
+            step_key, step_batches = xs
+            restart_key, run_key = jax.random.split(step_key)
+            needs_restart = state.inner_step >= state.horizon
+
+            def restart(state):
+                # A restarted problem starts at step 0: offsets only desynchronize the first.
+                fresh = jax.vmap(
+                    lambda th, i: self._fresh_problem(th, jax.random.fold_in(restart_key, i), 0),
+                    in_axes=(theta_axis, 0),
+                )(theta, task_ids)
+                return tree_where(needs_restart, fresh, state)
+
+            # Restarts are rare; the cond skips building fresh problems on most steps.
+            state = jax.lax.cond(jnp.any(needs_restart), restart, lambda s: s, state)
+            if step_batches is None:
+                train_batch = meta_batch = None
+            else:
+                train_batch = step_batches["train"]
+                meta_batch = step_batches.get(self.meta_loss_split, train_batch)
+            run_keys = jax.vmap(lambda i: jax.random.fold_in(run_key, i))(task_ids)
+            in_axes = (theta_axis, 0, 0, 0 if train_batch is not None else None)
+            in_axes = in_axes + (in_axes[-1],)
+            state, loss, meta_loss = jax.vmap(self._inner_step, in_axes=in_axes)(
+                theta, state, run_keys, train_batch, meta_batch
+            )
+            return state, UnrollOutput(loss, meta_loss, needs_restart)
+
+        keys = jax.random.split(key, num_steps)
+        return jax.lax.scan(step, state, (keys, batches), length=num_steps)

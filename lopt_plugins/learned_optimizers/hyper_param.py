@@ -1,0 +1,97 @@
+"""Learned hyper-parameters: SGD, SGDM and Adam whose constants are meta-learned.
+
+Each constant lives in ``theta`` in log space (``log_lr``, and ``log(1 - beta)``
+for decay rates), so gradient and ES steps on ``theta`` are scale-free and
+every value of ``theta`` is a valid optimizer.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from lopt_core.learned import LearnedOptimizer
+from lopt_core.optimizers import OptaxOptimizer, Optimizer
+
+
+def _log(value: float, what: str, owner: str) -> jax.Array:
+    if not 0 < value:
+        raise ValueError(f"{owner}: {what} must be positive, got {value!r}.")
+    return jnp.log(jnp.asarray(value, jnp.float32))
+
+
+def _log_one_minus(decay: float, what: str, owner: str) -> jax.Array:
+    if not 0 <= decay < 1:
+        raise ValueError(f"{owner}: {what} must be in [0, 1), got {decay!r}.")
+    return jnp.log(jnp.asarray(1.0 - decay, jnp.float32))
+
+
+class LearnableSGD(LearnedOptimizer):
+    """SGD with a learned learning rate: ``theta = {"log_lr"}``."""
+
+    def __init__(self, initial_lr: float = 1e-2):
+        self.initial_lr = initial_lr
+        _log(initial_lr, "initial_lr", type(self).__name__)
+
+    def init(self, key: jax.Array) -> dict:
+        return {"log_lr": _log(self.initial_lr, "initial_lr", self.name)}
+
+    def opt_fn(self, theta: dict, is_training: bool = False) -> Optimizer:
+        return OptaxOptimizer(optax.sgd(jnp.exp(theta["log_lr"])))
+
+
+class LearnableSGDM(LearnedOptimizer):
+    """SGD with momentum; learns ``log_lr`` and ``log_one_minus_momentum``."""
+
+    def __init__(self, initial_lr: float = 1e-2, initial_momentum: float = 0.9):
+        self.initial_lr = initial_lr
+        self.initial_momentum = initial_momentum
+        self.init(jax.random.PRNGKey(0))  # validates the arguments now, not mid-run
+
+    def init(self, key: jax.Array) -> dict:
+        return {
+            "log_lr": _log(self.initial_lr, "initial_lr", self.name),
+            "log_one_minus_momentum": _log_one_minus(
+                self.initial_momentum, "initial_momentum", self.name
+            ),
+        }
+
+    def opt_fn(self, theta: dict, is_training: bool = False) -> Optimizer:
+        momentum = 1.0 - jnp.exp(theta["log_one_minus_momentum"])
+        return OptaxOptimizer(optax.sgd(jnp.exp(theta["log_lr"]), momentum=momentum))
+
+
+class LearnableAdam(LearnedOptimizer):
+    """Adam whose learning rate, betas and epsilon are learned (all in log space)."""
+
+    def __init__(
+        self,
+        initial_lr: float = 1e-3,
+        initial_beta1: float = 0.9,
+        initial_beta2: float = 0.999,
+        initial_epsilon: float = 1e-8,
+    ):
+        self.initial_lr = initial_lr
+        self.initial_beta1 = initial_beta1
+        self.initial_beta2 = initial_beta2
+        self.initial_epsilon = initial_epsilon
+        self.init(jax.random.PRNGKey(0))  # validates the arguments now, not mid-run
+
+    def init(self, key: jax.Array) -> dict:
+        return {
+            "log_lr": _log(self.initial_lr, "initial_lr", self.name),
+            "log_one_minus_beta1": _log_one_minus(self.initial_beta1, "initial_beta1", self.name),
+            "log_one_minus_beta2": _log_one_minus(self.initial_beta2, "initial_beta2", self.name),
+            "log_epsilon": _log(self.initial_epsilon, "initial_epsilon", self.name),
+        }
+
+    def opt_fn(self, theta: dict, is_training: bool = False) -> Optimizer:
+        return OptaxOptimizer(
+            optax.adam(
+                jnp.exp(theta["log_lr"]),
+                b1=1.0 - jnp.exp(theta["log_one_minus_beta1"]),
+                b2=1.0 - jnp.exp(theta["log_one_minus_beta2"]),
+                eps=jnp.exp(theta["log_epsilon"]),
+            )
+        )

@@ -1,0 +1,102 @@
+"""``MLPLOpt``: a per-parameter MLP learned optimizer (Metz et al. 2019, 2022)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from lopt_core.learned import LearnedOptimizer
+from lopt_core.optimizers import Optimizer
+from lopt_plugins.learned_optimizers.features import (
+    TIME_SCALES,
+    ema,
+    second_moment_normalize,
+    tanh_time_features,
+    with_time_features,
+)
+from lopt_plugins.learned_optimizers.mlp import PerElementMLP, check_mlp_args
+
+
+@struct.dataclass
+class MLPLOptState:
+    """Parameters, model state, step count, and momenta (one trailing axis entry per decay)."""
+
+    params: Any
+    model_state: Any
+    iteration: jax.Array
+    momenta: Any
+
+
+class MLPLOpt(LearnedOptimizer):
+    """Per-parameter MLP optimizer.
+
+    For every parameter element the inputs are the parameter, its gradient and
+    momenta at several decays (each normalized per tensor by its second
+    moment), plus tanh features of the step count. The MLP outputs a direction
+    ``d`` and a log-magnitude ``m``; the update is
+    ``p -= d * exp(m * exp_mult) * step_mult``.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int = 32,
+        hidden_layers: int = 2,
+        momentum_decays: tuple[float, ...] = (0.5, 0.9, 0.99, 0.999, 0.9999),
+        exp_mult: float = 1e-3,
+        step_mult: float = 1e-3,
+    ):
+        momentum_decays = tuple(momentum_decays)
+        check_mlp_args(type(self).__name__, hidden_size, hidden_layers, momentum_decays)
+        self.momentum_decays = momentum_decays
+        self.exp_mult = exp_mult
+        self.step_mult = step_mult
+        self.mlp = PerElementMLP(hidden_size, hidden_layers, num_outputs=2)
+        self.num_features = 2 + len(momentum_decays) + len(TIME_SCALES)
+
+    def init(self, key: jax.Array) -> Any:
+        return self.mlp.init(key, jnp.zeros((1, self.num_features), jnp.float32))
+
+    def opt_fn(self, theta: Any, is_training: bool = False) -> Optimizer:
+        return _MLPLOptOptimizer(self, theta)
+
+
+class _MLPLOptOptimizer(Optimizer):
+    def __init__(self, lopt: MLPLOpt, theta: Any):
+        self.lopt = lopt
+        self.theta = theta
+
+    @property
+    def name(self) -> str:
+        return "MLPLOpt"
+
+    def init(self, params, model_state=None, num_steps=None, key=None) -> MLPLOptState:
+        k = len(self.lopt.momentum_decays)
+        return MLPLOptState(
+            params=params,
+            model_state=model_state,
+            iteration=jnp.zeros((), jnp.int32),
+            momenta=jax.tree_util.tree_map(lambda p: jnp.zeros(p.shape + (k,), p.dtype), params),
+        )
+
+    def update(self, opt_state, grad, loss=None, model_state=None, key=None) -> MLPLOptState:
+        lopt = self.lopt
+        decays = jnp.asarray(lopt.momentum_decays, jnp.float32)
+        momenta = jax.tree_util.tree_map(lambda m, g: ema(decays, m, g), opt_state.momenta, grad)
+        time_features = tanh_time_features(opt_state.iteration)
+
+        def step(p, g, m):
+            features = jnp.concatenate([p[..., None], g[..., None], m], axis=-1)
+            features = with_time_features(second_moment_normalize(features), time_features)
+            out = lopt.mlp.apply(self.theta, features)
+            direction, magnitude = out[..., 0], out[..., 1]
+            return p - direction * jnp.exp(magnitude * lopt.exp_mult) * lopt.step_mult
+
+        return MLPLOptState(
+            params=jax.tree_util.tree_map(step, opt_state.params, grad, momenta),
+            model_state=model_state,
+            iteration=opt_state.iteration + 1,
+            momenta=momenta,
+        )
