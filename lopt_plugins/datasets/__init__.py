@@ -1,0 +1,46 @@
+"""lopt's built-in datasets, registered under the ``dataset`` kind.
+
+Each builder returns a ``lopt_core.Datasets`` (train, inner_valid, outer_valid,
+test: disjoint, deterministic, endless random batches of one fixed shape) and
+is cached through ``lopt_core.dataset_lru_cache``: equal arguments give the
+very same object. See docs/datasets.md.
+"""
+
+from __future__ import annotations
+
+import lopt_core
+from lopt_plugins.datasets._common import DATA_DIR_ENV, DatasetNotFoundError, RandomBatches
+from lopt_plugins.datasets.images import cifar10, digits, fashion_mnist, kmnist, mnist, read_idx
+from lopt_plugins.datasets.text import text
+
+BUILDERS = {
+    "digits": digits,
+    "mnist": mnist,
+    "fashion_mnist": fashion_mnist,
+    "kmnist": kmnist,
+    "cifar10": cifar10,
+    "text": text,
+}
+
+
+@lopt_core.hookimpl
+def lopt_register(registry) -> None:
+    """Register every builder of ``BUILDERS`` as a ``dataset`` under its name."""
+    for name, builder in BUILDERS.items():
+        registry.register("dataset", name, builder)
+
+
+__all__ = [
+    "BUILDERS",
+    "DATA_DIR_ENV",
+    "DatasetNotFoundError",
+    "RandomBatches",
+    "cifar10",
+    "digits",
+    "fashion_mnist",
+    "kmnist",
+    "lopt_register",
+    "mnist",
+    "read_idx",
+    "text",
+]
