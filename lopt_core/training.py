@@ -191,14 +191,31 @@ def _train_loop(
     )
 
 
+def _is_tracer_error(e: Exception) -> bool:
+    if isinstance(e, StaticGraphError):
+        return False
+    if isinstance(e, _TRACER_ERRORS):
+        return True
+    # A shape or slice built from a traced value fails with a plain TypeError
+    # ("Shapes must be 1D sequences of concrete values") or IndexError ("Slice
+    # entries must be static integers") rather than a jax.errors class.
+    msg = str(e)
+    return isinstance(e, (TypeError, IndexError)) and (
+        "concrete value" in msg or "must be static" in msg
+    )
+
+
 @contextlib.contextmanager
 def _explain_tracer_errors(what: str):
     try:
         yield
-    except _TRACER_ERRORS as e:
+    except (TypeError, IndexError) as e:
+        if not _is_tracer_error(e):
+            raise
         raise StaticGraphError(
             f"{what} could not be traced into one static computation graph: it turned a traced "
-            "array into a Python value (int(), float(), bool(), `if`, or numpy on a jax array). "
+            "array into a Python value (int(), float(), bool(), `if`, a shape or slice size, or "
+            "numpy on a jax array). "
             "Every task of a family must keep one computation graph, because the family is "
             "trained under jax.vmap and jit: choose between variants with lax.cond/lax.switch "
             "and keep shapes fixed, or split the variants into separate families. "
