@@ -1,0 +1,74 @@
+"""Atomic checkpoints of a meta-training run: the learner state plus a small JSON header."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from flax import serialization
+
+
+def save_checkpoint(path: str | os.PathLike, state: Any, metadata: dict[str, Any]) -> Path:
+    """Write ``state`` (a pytree) and ``metadata`` (JSON-able) to ``path`` atomically.
+
+    The bytes go to a temporary file in the same folder, which is then renamed
+    over ``path``: a crash mid-write leaves the previous checkpoint intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state_dict = serialization.to_state_dict(jax.device_get(state))
+    payload = serialization.msgpack_serialize(
+        {"metadata": json.dumps(metadata), "state": state_dict}
+    )
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the run from its other users
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, template: Any) -> tuple[Any, dict[str, Any]]:
+    """Read a checkpoint written by ``save_checkpoint`` into the structure of ``template``.
+
+    ``template`` is a state of the same structure (e.g. a freshly initialized
+    one); a mismatch means the checkpoint came from a different configuration.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No checkpoint at {path}.")
+    raw = serialization.msgpack_restore(path.read_bytes())
+    metadata = json.loads(raw["metadata"])
+    try:
+        state = serialization.from_state_dict(template, raw["state"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(
+            f"The checkpoint {path} does not match this run's configuration ({e}). Resume with "
+            "the config the run was started with (its operative_config.gin), or start a new run "
+            "in another output directory."
+        ) from e
+    _check_shapes(path, template, state)
+    return state, metadata
+
+
+def _check_shapes(path: Path, template: Any, state: Any) -> None:
+    for (where, t), s in zip(
+        jax.tree_util.tree_leaves_with_path(template), jax.tree_util.tree_leaves(state), strict=True
+    ):
+        if np.shape(t) != np.shape(s):
+            raise ValueError(
+                f"The checkpoint {path} holds shape {np.shape(s)} at "
+                f"{jax.tree_util.keystr(where)}, but this run's configuration expects "
+                f"{np.shape(t)}. Resume with the config the run was started with."
+            )
