@@ -201,7 +201,7 @@ def test_cifar10_reads_pickle_batches_back_exactly(tmp_path):
         # Pixel (row r, column c) of channel k is byte k*1024 + r*32 + c of the row.
         image, row = it.data["image"][0], data[split_ids[0]]
         for k, r, c in [(0, 0, 0), (1, 5, 7), (2, 31, 30)]:
-            assert image[r, c, k] == row[k * 1024 + r * 32 + c]
+            assert image[r, c, k] == np.float32(row[k * 1024 + r * 32 + c]) / np.float32(255)
         batch = next(it)
         assert batch["image"].shape == (4, 32, 32, 3) and batch["image"].dtype == np.float32
         assert batch["label"].dtype == np.int32
@@ -218,8 +218,8 @@ def test_cifar10_split_assignment_is_deterministic_and_resizes(tmp_path):
         np.testing.assert_array_equal(small.split(split).example_ids, first[split])
     assert next(small.train)["image"].shape == (2, 8, 8, 3)
     # 32 -> 8 is an exact 4x4 area average of the [0, 1] image.
-    expected = full.train.data["image"][0].astype(np.float32).reshape(8, 4, 8, 4, 3).mean((1, 3))
-    np.testing.assert_allclose(small.train.data["image"][0], expected / 255, atol=1e-6)
+    expected = full.train.data["image"][0].reshape(8, 4, 8, 4, 3).mean((1, 3))
+    np.testing.assert_allclose(small.train.data["image"][0], expected, atol=1e-6)
 
 
 def test_cifar10_missing_files_name_the_folder_and_the_source(tmp_path):

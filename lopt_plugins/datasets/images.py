@@ -71,7 +71,10 @@ def resize_images(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return images.astype(np.float32, copy=False)
     rows = _resize_matrix(height, size[0]).astype(np.float32)
     cols = _resize_matrix(width, size[1]).astype(np.float32)
-    out = np.einsum("oh,nhwc,pw->nopc", rows, images.astype(np.float32), cols, optimize=True)
+    # Two tensordots, each one large matrix product: [N,H,W,C] -> [N,W,C,h] -> [N,C,h,w].
+    out = np.tensordot(images.astype(np.float32, copy=False), rows, axes=([1], [1]))
+    out = np.tensordot(out, cols, axes=([1], [1])).transpose(0, 2, 3, 1)
+    out = np.ascontiguousarray(out)
     return np.clip(out, 0.0, 1.0, out=out)
 
 
@@ -79,10 +82,7 @@ def resize_images(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def _image_batch(data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    image = data["image"]
-    if image.dtype == np.uint8:  # kept as bytes (4x less memory) when not resized
-        image = image.astype(np.float32) / np.float32(255)
-    return {"image": image, "label": data["label"]}
+    return {"image": data["image"], "label": data["label"]}
 
 
 def _image_datasets(
@@ -94,13 +94,21 @@ def _image_datasets(
     image_size: tuple[int, int],
     extra: dict | None = None,
 ) -> Datasets:
-    """``images`` uint8 (scaled by 1/255 per batch) or float32 in [0, 1], ``[N, H, W, C]``."""
-    if images.shape[1:3] != tuple(image_size):
-        if images.dtype == np.uint8:
-            images = images.astype(np.float32) / np.float32(255)
-        images = resize_images(images, image_size)
+    """``images``: uint8 (0..255) or float32 in [0, 1], ``[N, H, W, C]``.
+
+    Each split is stored as float32 in [0, 1] at its final size, so that a batch
+    is a single gather. Converting split by split keeps the peak memory near the
+    final size (plus the uint8 source).
+    """
+
+    def prepare(ids: np.ndarray) -> np.ndarray:
+        split_images = images[ids]
+        if split_images.dtype == np.uint8:
+            split_images = split_images.astype(np.float32) / np.float32(255)
+        return resize_images(split_images, image_size)
+
     labels = labels.astype(np.int32)
-    split_data = {s: {"image": images[ids], "label": labels[ids]} for s, ids in split_ids.items()}
+    split_data = {s: {"image": prepare(ids), "label": labels[ids]} for s, ids in split_ids.items()}
     info = {
         "num_classes": 10,
         "image_shape": (*image_size, images.shape[-1]),
