@@ -244,3 +244,14 @@ def test_cifar10_refuses_pickles_that_would_run_code(tmp_path):
         pickle.dump({b"data": Evil(), b"labels": []}, f)
     with pytest.raises(ValueError, match="test_batch is not a CIFAR-10 python batch.*refusing"):
         D.cifar10(data_dir=tmp_path)
+
+
+def test_cifar10_reads_batches_pickled_by_old_numpy(tmp_path):
+    # The real files were pickled by Python 2 and numpy 1.x, which name numpy.core.multiarray.
+    written = _write_cifar(tmp_path)
+    path = tmp_path / "cifar-10-batches-py" / "test_batch"
+    raw = path.read_bytes()
+    assert b"numpy._core.multiarray" in raw or b"numpy.core.multiarray" in raw
+    path.write_bytes(raw.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
+    ds = D.cifar10(batch_size=2, data_dir=tmp_path)
+    np.testing.assert_array_equal(ds.test.data["label"], written["test_batch"][1])
