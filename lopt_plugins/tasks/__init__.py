@@ -1,0 +1,78 @@
+"""lopt's built-in tasks and task families, registered through the ``lopt`` entry point.
+
+Importing this package builds no data: tasks build their ``Datasets`` when
+constructed. See ``docs/tasks.md`` for every task, family, batch shape and
+normalizer.
+"""
+
+from __future__ import annotations
+
+import lopt_core
+from lopt_plugins.tasks import char_lm, conv, image_mlp
+from lopt_plugins.tasks._image import ImageClassificationTask
+from lopt_plugins.tasks.char_lm import CharLMTask
+from lopt_plugins.tasks.conv import ImageConvTask
+from lopt_plugins.tasks.families import (
+    ImageMLPActivationFamily,
+    ImageMLPDataFamily,
+    ImageMLPInitFamily,
+)
+from lopt_plugins.tasks.image_mlp import ImageMLPTask
+from lopt_plugins.tasks.quadratics import (
+    FixedDimQuadraticFamily,
+    NoisyConditionedQuadraticFamily,
+    QuadraticTask,
+)
+
+# Registered name -> factory. Presets are classes too, so gin can set their batch_size.
+TASKS: dict[str, type[lopt_core.Task]] = {
+    "QuadraticTask": QuadraticTask,
+    "ImageMLPTask": ImageMLPTask,
+    "ImageConvTask": ImageConvTask,
+    "CharLMTask": CharLMTask,
+    **image_mlp.PRESETS,
+    **conv.PRESETS,
+    **char_lm.PRESETS,
+}
+
+TASK_FAMILIES: dict[str, type[lopt_core.TaskFamily]] = {
+    "FixedDimQuadraticFamily": FixedDimQuadraticFamily,
+    "NoisyConditionedQuadraticFamily": NoisyConditionedQuadraticFamily,
+    "ImageMLPInitFamily": ImageMLPInitFamily,
+    "ImageMLPDataFamily": ImageMLPDataFamily,
+    "ImageMLPActivationFamily": ImageMLPActivationFamily,
+}
+
+# Presets, importable by name: `from lopt_plugins.tasks import ImageMLP_Digits8_Relu32`.
+globals().update(image_mlp.PRESETS)
+globals().update(conv.PRESETS)
+globals().update(char_lm.PRESETS)
+
+
+@lopt_core.hookimpl
+def lopt_register(registry) -> None:
+    """Register every task (kind ``task``) and task family (kind ``task_family``) above."""
+    for name, factory in TASKS.items():
+        registry.register("task", name, factory)
+    for name, factory in TASK_FAMILIES.items():
+        registry.register("task_family", name, factory)
+
+
+__all__ = [
+    "TASKS",
+    "TASK_FAMILIES",
+    "CharLMTask",
+    "FixedDimQuadraticFamily",
+    "ImageClassificationTask",
+    "ImageConvTask",
+    "ImageMLPActivationFamily",
+    "ImageMLPDataFamily",
+    "ImageMLPInitFamily",
+    "ImageMLPTask",
+    "NoisyConditionedQuadraticFamily",
+    "QuadraticTask",
+    "lopt_register",
+    *image_mlp.PRESETS,
+    *conv.PRESETS,
+    *char_lm.PRESETS,
+]

@@ -1,0 +1,108 @@
+"""The base of the image classification tasks (MLP and conv), and named presets of them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lopt_core import Datasets, Task
+from lopt_plugins.tasks._common import (
+    IMAGE_DATASETS,
+    ArgsEquality,
+    activation_fn,
+    classification_loss_and_aux,
+    classification_normalizer,
+    extra_int,
+    image_datasets,
+    image_shape,
+)
+
+Batch = dict[str, Any]
+
+
+class ImageClassificationTask(ArgsEquality, Task):
+    """A flax classifier of ``batch["image"]`` (float32 [B, H, W, C]) into ``batch["label"]``.
+
+    Loss: mean softmax cross-entropy; extras: ``accuracy``. Normalizer:
+    ``loss / log(num_classes)`` (about 1 at init, chance level), clipped to
+    [0, 1.5] with NaN/inf mapped to 1.5. Subclasses set ``module``, a flax
+    module called as ``module(images, activation)``, and ``name``.
+
+    The data is built when the task is constructed (and shared between tasks
+    through the datasets' cache); a dataset that needs files not present fails
+    then, with the datasets' error.
+    """
+
+    module: nn.Module
+
+    def __init__(
+        self,
+        dataset: str | Datasets,
+        image_size: Any,
+        batch_size: int,
+        data_dir: str | None,
+        activation: str,
+    ):
+        self.activation = activation
+        self._activation_fn = activation_fn(activation)
+        self.datasets, self.dataset_tag, self.image_size = image_datasets(
+            dataset, image_size, batch_size, data_dir
+        )
+        self.image_shape = image_shape(self.datasets)
+        self.num_classes = extra_int(self.datasets, "num_classes", type(self).__name__)
+        self.batch_size = batch_size
+
+    def init(self, key: jax.Array) -> Any:
+        """Flax's default initialization of ``module`` (lecun-normal kernels, zero biases)."""
+        dummy = jnp.zeros((1, *self.image_shape), jnp.float32)
+        return self.module.init(key, dummy, self._activation_fn)
+
+    def logits(self, params: Any, images: jax.Array, activation=None) -> jax.Array:
+        """Class logits ``[B, num_classes]``; ``activation`` overrides the task's own."""
+        return self.module.apply(params, images, activation or self._activation_fn)
+
+    def loss_and_aux(
+        self, params: Any, key: jax.Array, batch: Batch
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """Mean cross-entropy of the batch, and its ``accuracy``."""
+        return classification_loss_and_aux(self.logits(params, batch["image"]), batch["label"])
+
+    def normalizer(self, loss: jax.Array) -> jax.Array:
+        """``loss / log(num_classes)`` clipped to [0, 1.5]; NaN/inf map to 1.5."""
+        return classification_normalizer(loss, self.num_classes)
+
+
+def preset(
+    name: str, base: type[ImageClassificationTask], doc: str, **fixed: Any
+) -> type[ImageClassificationTask]:
+    """A subclass of ``base`` named ``name`` with the architecture and data fixed.
+
+    Only ``batch_size`` (and ``data_dir`` for datasets read from files) stay
+    arguments, so that gin can still set them.
+    """
+    needs_files = IMAGE_DATASETS[fixed["dataset"]][2]
+
+    if needs_files:
+
+        def __init__(self, batch_size: int = 128, data_dir: str | None = None):
+            base.__init__(self, batch_size=batch_size, data_dir=data_dir, **fixed)
+    else:
+
+        def __init__(self, batch_size: int = 128):
+            base.__init__(self, batch_size=batch_size, **fixed)
+
+    cls = type(
+        name,
+        (base,),
+        {
+            "__init__": __init__,
+            "__doc__": doc,
+            "__module__": base.__module__,
+            "__qualname__": name,
+            "name": property(lambda self: name),
+        },
+    )
+    return cls

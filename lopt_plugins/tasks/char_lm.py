@@ -1,0 +1,154 @@
+"""Character-level language models (a small flax RNN) on the text dataset.
+
+Batches are ``{"obs": int32 [B, T], "target": int32 [B, T]}`` (the target is
+the observation shifted by one character). Loss: mean token cross-entropy;
+extras: ``accuracy``. Normalizer: ``loss / log(vocab_size)`` (about 1 at
+init), clipped to [0, 1.5] with NaN/inf mapped to 1.5.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lopt_core import Datasets, Task
+from lopt_plugins.tasks._common import (
+    ArgsEquality,
+    classification_loss_and_aux,
+    classification_normalizer,
+    extra_int,
+)
+
+CELLS: dict[str, type[nn.RNNCellBase]] = {"lstm": nn.LSTMCell, "gru": nn.GRUCell}
+
+
+class CharRNN(nn.Module):
+    """Embed characters, run one recurrent layer over time, project to vocabulary logits."""
+
+    vocab_size: int
+    embed_size: int
+    hidden_size: int
+    cell: str
+
+    @nn.compact
+    def __call__(self, tokens: jax.Array) -> jax.Array:
+        x = nn.Embed(self.vocab_size, self.embed_size, name="embed")(tokens)
+        # nn.RNN is a lax.scan over time: one compiled step, whatever the sequence length.
+        x = nn.RNN(CELLS[self.cell](self.hidden_size), name="rnn")(x)
+        return nn.Dense(self.vocab_size, name="logits")(x)
+
+
+def _positive_int(value: Any, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{what} must be a positive int, got {value!r}.")
+    return value
+
+
+class CharLMTask(ArgsEquality, Task):
+    """A one-layer character RNN language model (``cell`` is ``"lstm"`` or ``"gru"``).
+
+    ``dataset`` is ``"text"`` (``lopt_plugins.datasets.text`` built with
+    ``batch_size``, ``sequence_length`` and ``path``) or a ``lopt_core.Datasets``
+    of text batches with ``extra_info["vocab_size"]``. The data is built when
+    the task is constructed.
+    """
+
+    def __init__(
+        self,
+        dataset: str | Datasets = "text",
+        cell: str = "lstm",
+        hidden_size: int = 64,
+        embed_size: int = 32,
+        batch_size: int = 32,
+        sequence_length: int = 64,
+        path: str | None = None,
+    ):
+        if cell not in CELLS:
+            raise ValueError(f"Unknown cell {cell!r}; the known cells are {', '.join(CELLS)}.")
+        _positive_int(hidden_size, "hidden_size")
+        _positive_int(embed_size, "embed_size")
+        _positive_int(batch_size, "batch_size")
+        _positive_int(sequence_length, "sequence_length")
+        if isinstance(dataset, Datasets):
+            self.datasets = dataset
+            tag = str(dataset.extra_info.get("name", "Custom"))
+            self.dataset_tag = "Text" if tag == "text" else tag
+        elif dataset == "text":
+            # Imported here: importing the tasks plugin must not import the datasets' dependencies.
+            from lopt_plugins import datasets as builtin_datasets
+
+            self.datasets = builtin_datasets.text(
+                batch_size=batch_size, sequence_length=sequence_length, path=path
+            )
+            self.dataset_tag = "Text"
+        else:
+            raise ValueError(
+                f"Unknown text dataset {dataset!r}; the built-in one is 'text'. Or pass a "
+                "lopt_core.Datasets of {'obs', 'target'} int32 [B, T] batches."
+            )
+        self.vocab_size = extra_int(self.datasets, "vocab_size", "CharLMTask")
+        self.cell, self.hidden_size, self.embed_size = cell, hidden_size, embed_size
+        self.batch_size, self.sequence_length = batch_size, sequence_length
+        self.module = CharRNN(self.vocab_size, embed_size, hidden_size, cell)
+        self._args = (
+            ("dataset", dataset),
+            ("cell", cell),
+            ("hidden_size", hidden_size),
+            ("embed_size", embed_size),
+            ("batch_size", batch_size),
+            ("sequence_length", sequence_length),
+            ("path", path),
+        )
+
+    @property
+    def name(self) -> str:
+        return f"CharLM_{self.dataset_tag}_{self.cell.upper()}{self.hidden_size}"
+
+    def init(self, key: jax.Array) -> Any:
+        """Flax's default initialization of the embedding, the cell and the output layer."""
+        return self.module.init(key, jnp.zeros((1, 1), jnp.int32))
+
+    def loss_and_aux(
+        self, params: Any, key: jax.Array, batch: dict[str, jax.Array]
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """Mean next-character cross-entropy over all tokens, and ``accuracy``."""
+        logits = self.module.apply(params, batch["obs"])
+        return classification_loss_and_aux(logits, batch["target"])
+
+    def normalizer(self, loss: jax.Array) -> jax.Array:
+        """``loss / log(vocab_size)`` clipped to [0, 1.5]; NaN/inf map to 1.5."""
+        return classification_normalizer(loss, self.vocab_size)
+
+
+def _char_lm_preset(name: str, cell: str, hidden_size: int, embed_size: int) -> type[CharLMTask]:
+    def __init__(self, batch_size: int = 32, sequence_length: int = 64, path: str | None = None):
+        CharLMTask.__init__(
+            self, "text", cell, hidden_size, embed_size, batch_size, sequence_length, path
+        )
+
+    doc = (
+        f"One-layer {cell.upper()} ({hidden_size} units, {embed_size}-dim embedding) character "
+        "LM on the text dataset; normalized loss = cross-entropy / log(vocab_size)."
+    )
+    return type(
+        name,
+        (CharLMTask,),
+        {
+            "__init__": __init__,
+            "__doc__": doc,
+            "__module__": __name__,
+            "__qualname__": name,
+            "name": property(lambda self: name),
+        },
+    )
+
+
+PRESETS: dict[str, type[CharLMTask]] = {
+    "CharLM_Text_LSTM64": _char_lm_preset("CharLM_Text_LSTM64", "lstm", 64, 32),
+    "CharLM_Text_GRU64": _char_lm_preset("CharLM_Text_GRU64", "gru", 64, 32),
+}
+# Module attributes, so that presets import and pickle by name.
+globals().update(PRESETS)

@@ -1,0 +1,316 @@
+"""Families of image MLP tasks over what ``learned_optimization`` varies.
+
+- ``ImageMLPInitFamily``: the initialization's scale and distribution,
+- ``ImageMLPDataFamily``: the data (a sampled subset of the classes, and label noise),
+- ``ImageMLPActivationFamily``: the activation function.
+
+Every sampled task has the same parameter shapes and the same computation
+graph; what differs is held in the cfg, a dict of jax arrays, so that
+``lopt_core.train_family`` vmaps over tasks. Discrete choices (distribution,
+activation) use ``lax.switch``: under ``jax.vmap`` it becomes a select, which
+computes *every* branch for every task and keeps the chosen one. That is
+negligible for the initializer (run once) but multiplies the cost of the
+activations by the number of choices (elementwise work, small next to the
+matmuls for moderate widths); keep ``activations`` short if that matters.
+All families share one ``Datasets`` (their ``datasets`` attribute), and their
+tasks keep the normalizer of ``ImageMLPTask``: loss / log(num_classes),
+clipped to [0, 1.5].
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from lopt_core import Datasets, Task, TaskFamily
+from lopt_plugins.tasks._common import (
+    ACTIVATIONS,
+    ArgsEquality,
+    activation_fn,
+    classification_loss_and_aux,
+)
+from lopt_plugins.tasks.image_mlp import ImageMLPTask
+
+Cfg = dict[str, jax.Array]
+
+# Standard deviation of jax.random.truncated_normal(-2, 2), to rescale it to unit variance.
+_TRUNCATED_NORMAL_STD = 0.87962566103423978
+
+
+def _normal(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    return jax.random.normal(key, shape)
+
+
+def _uniform(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    return jax.random.uniform(key, shape, minval=-math.sqrt(3), maxval=math.sqrt(3))
+
+
+def _truncated_normal(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    return jax.random.truncated_normal(key, -2.0, 2.0, shape) / _TRUNCATED_NORMAL_STD
+
+
+# Unit-variance distributions for the initializer, by name, in a fixed order (cfg indices).
+INIT_DISTRIBUTIONS = {"normal": _normal, "uniform": _uniform, "truncated_normal": _truncated_normal}
+
+
+def _choose(names: Sequence[str], known: dict[str, Any], what: str) -> tuple[str, ...]:
+    names = tuple(names)
+    unknown = [n for n in names if n not in known]
+    if not names or unknown:
+        raise ValueError(
+            f"{what} must be a non-empty sequence drawn from {', '.join(known)}; got {names!r}."
+        )
+    return names
+
+
+class _ImageMLPFamily(ArgsEquality, TaskFamily):
+    """Shared constructor: one ``ImageMLPTask`` that every sampled task modifies."""
+
+    def __init__(self, dataset, image_size, hidden_sizes, activation, batch_size, data_dir):
+        self.base_task = ImageMLPTask(
+            dataset, image_size, hidden_sizes, activation, batch_size, data_dir
+        )
+        self.datasets = self.base_task.datasets
+        self.num_classes = self.base_task.num_classes
+        self._args = self.base_task._args
+
+    @property
+    def name(self) -> str:
+        return f"{type(self).__name__}_{self.base_task.name.removeprefix('ImageMLP_')}"
+
+
+class _SampledTask(Task):
+    """A sampled task: the family's base task, with parts overridden by subclasses."""
+
+    def __init__(self, family: _ImageMLPFamily, cfg: Cfg):
+        self.base = family.base_task
+        self.family_name = family.name
+        self.cfg = cfg
+        self.datasets = self.base.datasets
+
+    @property
+    def name(self) -> str:
+        return f"{self.family_name}/sample"
+
+    def init(self, key: jax.Array) -> Any:
+        return self.base.init(key)
+
+    def loss_and_aux(self, params: Any, key: jax.Array, batch: Any):
+        return self.base.loss_and_aux(params, key, batch)
+
+    def normalizer(self, loss: jax.Array) -> jax.Array:
+        return self.base.normalizer(loss)
+
+
+class _InitTask(_SampledTask):
+    def __init__(self, family: ImageMLPInitFamily, cfg: Cfg):
+        super().__init__(family, cfg)
+        self.distributions = [INIT_DISTRIBUTIONS[d] for d in family.distributions]
+
+    def init(self, key: jax.Array) -> Any:
+        # Only the shapes of the default init are needed; eval_shape runs no computation.
+        shapes = jax.eval_shape(self.base.init, key)
+        paths_and_leaves, treedef = jax.tree_util.tree_flatten_with_path(shapes)
+        keys = jax.random.split(key, len(paths_and_leaves))
+        leaves = []
+        for (path, leaf), leaf_key in zip(paths_and_leaves, keys, strict=True):
+            if getattr(path[-1], "key", None) != "kernel":
+                leaves.append(jnp.zeros(leaf.shape, leaf.dtype))
+                continue
+            fan_in = math.prod(leaf.shape[:-1])
+            unit = jax.lax.switch(
+                self.cfg["init_distribution"],
+                [lambda k, f=f, s=leaf.shape: f(k, s) for f in self.distributions],
+                leaf_key,
+            )
+            leaves.append((self.cfg["init_scale"] / math.sqrt(fan_in) * unit).astype(leaf.dtype))
+        return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+class ImageMLPInitFamily(_ImageMLPFamily):
+    """Image MLPs whose weights are initialized with a sampled scale and distribution.
+
+    Each kernel is ``init_scale / sqrt(fan_in) * u``, ``u`` drawn i.i.d. from a
+    unit-variance distribution among ``distributions`` (normal, uniform,
+    truncated normal), biases are zero; ``init_scale`` is log-uniform in
+    ``[min_init_scale, max_init_scale]`` (1 is lecun initialization).
+    cfg: ``{"init_scale": float32[], "init_distribution": int32[]}``.
+    The network and data arguments are those of ``ImageMLPTask``.
+    """
+
+    def __init__(
+        self,
+        dataset: str | Datasets = "digits",
+        image_size: tuple[int, int] = (8, 8),
+        hidden_sizes: Sequence[int] = (32,),
+        activation: str = "relu",
+        batch_size: int = 128,
+        data_dir: str | None = None,
+        min_init_scale: float = 0.1,
+        max_init_scale: float = 10.0,
+        distributions: Sequence[str] = tuple(INIT_DISTRIBUTIONS),
+    ):
+        if not (0 < min_init_scale <= max_init_scale < math.inf):
+            raise ValueError(
+                "Need 0 < min_init_scale <= max_init_scale < inf; got "
+                f"{min_init_scale!r} and {max_init_scale!r}."
+            )
+        self.distributions = _choose(distributions, INIT_DISTRIBUTIONS, "distributions")
+        super().__init__(dataset, image_size, hidden_sizes, activation, batch_size, data_dir)
+        self.min_init_scale, self.max_init_scale = float(min_init_scale), float(max_init_scale)
+        self._args += (
+            ("min_init_scale", self.min_init_scale),
+            ("max_init_scale", self.max_init_scale),
+            ("distributions", self.distributions),
+        )
+
+    def sample(self, key: jax.Array) -> Cfg:
+        """A log-uniform init scale and a uniformly chosen distribution index."""
+        scale_key, dist_key = jax.random.split(key)
+        log_scale = jax.random.uniform(
+            scale_key,
+            (),
+            minval=math.log(self.min_init_scale),
+            maxval=math.log(self.max_init_scale),
+        )
+        return {
+            "init_scale": jnp.exp(log_scale),
+            "init_distribution": jax.random.randint(dist_key, (), 0, len(self.distributions)),
+        }
+
+    def task_fn(self, cfg: Cfg) -> Task:
+        """The base MLP with the initializer that ``cfg`` describes."""
+        return _InitTask(self, cfg)
+
+
+class _DataTask(_SampledTask):
+    def __init__(self, family: ImageMLPDataFamily, cfg: Cfg, label_noise: bool):
+        super().__init__(family, cfg)
+        self.label_noise = label_noise
+
+    def loss_and_aux(self, params: Any, key: jax.Array, batch: Any):
+        class_mask = self.cfg["class_mask"]
+        labels = batch["label"]
+        # Examples of classes outside the subset get weight 0: shapes stay static.
+        weights = class_mask[labels]
+        if self.label_noise:
+            flip_key, label_key = jax.random.split(key)
+            flip = jax.random.bernoulli(flip_key, self.cfg["label_noise"], labels.shape)
+            # A wrong label is drawn uniformly from the kept classes.
+            kept_logits = jnp.where(class_mask, 0.0, -jnp.inf)
+            noisy = jax.random.categorical(label_key, kept_logits, shape=labels.shape)
+            labels = jnp.where(flip, noisy.astype(labels.dtype), labels)
+        logits = self.base.logits(params, batch["image"])
+        return classification_loss_and_aux(logits, labels, weights)
+
+
+class ImageMLPDataFamily(_ImageMLPFamily):
+    """Image MLPs trained on a sampled subset of the classes, with sampled label noise.
+
+    Each task keeps ``k ~ U{min_classes, ..., num_classes}`` random classes:
+    examples of the others get weight 0 in the loss (the batch shape never
+    changes, and a batch without kept classes has loss 0). Each kept example's
+    label is replaced, with probability ``label_noise ~ U[0, max_label_noise]``,
+    by a uniformly drawn kept class; the noise is redrawn at every step from
+    the loss key. ``eval_task_fn`` gives the same class subset without label
+    noise. cfg: ``{"class_mask": bool[num_classes], "label_noise": float32[]}``.
+    The network and data arguments are those of ``ImageMLPTask``.
+    """
+
+    def __init__(
+        self,
+        dataset: str | Datasets = "digits",
+        image_size: tuple[int, int] = (8, 8),
+        hidden_sizes: Sequence[int] = (32,),
+        activation: str = "relu",
+        batch_size: int = 128,
+        data_dir: str | None = None,
+        min_classes: int = 2,
+        max_label_noise: float = 0.5,
+    ):
+        if not 0.0 <= max_label_noise <= 1.0:
+            raise ValueError(f"max_label_noise must be in [0, 1], got {max_label_noise!r}.")
+        super().__init__(dataset, image_size, hidden_sizes, activation, batch_size, data_dir)
+        if not isinstance(min_classes, int) or not 1 <= min_classes <= self.num_classes:
+            raise ValueError(
+                f"min_classes must be an int in [1, {self.num_classes}] (the dataset's number of "
+                f"classes), got {min_classes!r}."
+            )
+        self.min_classes, self.max_label_noise = min_classes, float(max_label_noise)
+        self._args += (("min_classes", min_classes), ("max_label_noise", self.max_label_noise))
+
+    def sample(self, key: jax.Array) -> Cfg:
+        """A random subset of the classes and a label-noise probability."""
+        count_key, perm_key, noise_key = jax.random.split(key, 3)
+        n = self.num_classes
+        count = jax.random.randint(count_key, (), self.min_classes, n + 1)
+        order = jax.random.permutation(perm_key, n)
+        # The classes at the first `count` positions of a random permutation are kept.
+        class_mask = jnp.zeros(n, bool).at[order].set(jnp.arange(n) < count)
+        return {
+            "class_mask": class_mask,
+            "label_noise": jax.random.uniform(noise_key, (), maxval=self.max_label_noise),
+        }
+
+    def task_fn(self, cfg: Cfg) -> Task:
+        """The base MLP trained on ``cfg``'s class subset with its label noise."""
+        return _DataTask(self, cfg, label_noise=True)
+
+    def eval_task_fn(self, cfg: Cfg) -> Task:
+        """The same class subset with clean labels."""
+        return _DataTask(self, cfg, label_noise=False)
+
+
+class _ActivationTask(_SampledTask):
+    def __init__(self, family: ImageMLPActivationFamily, cfg: Cfg):
+        super().__init__(family, cfg)
+        self.fns = [activation_fn(a) for a in family.activations]
+
+    def activation(self, x: jax.Array) -> jax.Array:
+        return jax.lax.switch(self.cfg["activation"], self.fns, x)
+
+    def loss_and_aux(self, params: Any, key: jax.Array, batch: Any):
+        logits = self.base.logits(params, batch["image"], self.activation)
+        return classification_loss_and_aux(logits, batch["label"])
+
+
+class ImageMLPActivationFamily(_ImageMLPFamily):
+    """Image MLPs whose activation is drawn uniformly from ``activations``.
+
+    The choice is an index into ``activations`` applied with ``lax.switch``, so
+    under vmap every activation is computed at every layer (see the module
+    docstring). cfg: ``{"activation": int32[]}``. The other arguments are those
+    of ``ImageMLPTask``.
+    """
+
+    def __init__(
+        self,
+        dataset: str | Datasets = "digits",
+        image_size: tuple[int, int] = (8, 8),
+        hidden_sizes: Sequence[int] = (32,),
+        batch_size: int = 128,
+        data_dir: str | None = None,
+        activations: Sequence[str] = ("relu", "tanh", "gelu", "silu", "elu", "sigmoid"),
+    ):
+        self.activations = _choose(activations, ACTIVATIONS, "activations")
+        super().__init__(
+            dataset, image_size, hidden_sizes, self.activations[0], batch_size, data_dir
+        )
+        self._args += (("activations", self.activations),)
+
+    @property
+    def name(self) -> str:
+        sizes = "x".join(str(s) for s in self.base_task.hidden_sizes) or "Linear"
+        return f"ImageMLPActivationFamily_{self.base_task.dataset_tag}_{sizes}"
+
+    def sample(self, key: jax.Array) -> Cfg:
+        """A uniformly drawn index into ``activations``."""
+        return {"activation": jax.random.randint(key, (), 0, len(self.activations))}
+
+    def task_fn(self, cfg: Cfg) -> Task:
+        """The base MLP with activation ``activations[cfg["activation"]]``."""
+        return _ActivationTask(self, cfg)
