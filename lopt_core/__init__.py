@@ -19,12 +19,36 @@ from lopt_core.optimizers import (
     Optimizer,
     RMSProp,
 )
+from lopt_core.registry import (
+    KINDS,
+    PluginConflictError,
+    PluginLoadError,
+    PluginLoadWarning,
+    RegistrationError,
+    Registry,
+    RegistryError,
+    UnknownEntryError,
+    UnknownKindError,
+    get_registry,
+    reset_registry,
+)
 from lopt_core.tasks import Task, TaskFamily, single_task_to_family
 from lopt_core.training import StaticGraphError, TrainResult, sample_cfgs, train, train_family
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "KINDS",
+    "PluginConflictError",
+    "PluginLoadError",
+    "PluginLoadWarning",
+    "RegistrationError",
+    "Registry",
+    "RegistryError",
+    "UnknownEntryError",
+    "UnknownKindError",
+    "get_registry",
+    "reset_registry",
     "SGD",
     "SGDM",
     "SPLITS",

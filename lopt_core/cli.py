@@ -1,32 +1,87 @@
-"""The ``lopt`` command line."""
+"""The ``lopt`` command line.
+
+Each subcommand is a module of ``lopt_core.commands`` with ``add_parser(subparsers)``;
+they are found by listing that package, so ``lopt train`` and ``lopt eval``
+slot in by adding ``commands/train.py`` and ``commands/eval.py``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import pkgutil
 import sys
+import traceback
 
 import lopt_core
+from lopt_core import commands
+from lopt_core.gin_config import GinConfigError
+from lopt_core.registry import ENV_STRICT, PluginLoadError, RegistryError, get_registry
+
+
+def _command_modules() -> list[str]:
+    return sorted(
+        f"{commands.__name__}.{m.name}"
+        for m in pkgutil.iter_modules(commands.__path__)
+        if not m.name.startswith("_")
+    )
+
+
+def _add_broken_command(subparsers, module_name: str, error: Exception) -> None:
+    """A subcommand whose module fails to import still shows up, and says why when run."""
+    name = module_name.rsplit(".", 1)[1]
+    message = f"the `{name}` command is unavailable: {module_name} failed to import: "
+    message += f"{type(error).__name__}: {error}"
+    parser = subparsers.add_parser(name, help=f"(unavailable: {type(error).__name__})")
+    parser.add_argument("rest", nargs=argparse.REMAINDER)
+
+    def run(args: argparse.Namespace) -> int:
+        print(f"lopt: error: {message}", file=sys.stderr)
+        return 1
+
+    parser.set_defaults(func=run)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``lopt``; each subcommand adds a subparser."""
+    """The argument parser of ``lopt``, with one subparser per module in ``lopt_core.commands``."""
     parser = argparse.ArgumentParser(
         prog="lopt",
         description="lopt: meta-train learned optimizers over plugin tasks, configured by gin.",
     )
     parser.add_argument("--version", action="version", version=f"lopt {lopt_core.__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument(
+        "--strict-plugins",
+        action="store_true",
+        help=f"a plugin that fails to load is an error, not a warning (like {ENV_STRICT}=1)",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name in _command_modules():
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as e:  # one broken command must not take the others down
+            _add_broken_command(subparsers, module_name, e)
+            continue
+        module.add_parser(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``lopt`` console script."""
+    """Entry point of the ``lopt`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
-    return args.func(args)
+    try:
+        if args.strict_plugins:
+            get_registry(strict=True)
+        return args.func(args)
+    except (RegistryError, GinConfigError) as e:
+        if isinstance(e, PluginLoadError) and e.__cause__ is not None:
+            # Strict mode is the debugging path: show where the plugin failed.
+            traceback.print_exception(e.__cause__, file=sys.stderr)
+        print(f"lopt: error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

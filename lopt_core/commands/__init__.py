@@ -1,0 +1,50 @@
+"""Subcommands of the ``lopt`` command line, one module each.
+
+A subcommand is a module in this package (its name not starting with ``_``)
+with a function ``add_parser(subparsers) -> argparse.ArgumentParser`` that adds
+its parser and sets ``func`` (``func(args) -> int``, the exit status) with
+``parser.set_defaults(func=...)``. ``lopt_core.cli`` finds the modules itself:
+adding ``lopt train`` means adding ``lopt_core/commands/train.py``, e.g.::
+
+    from lopt_core.commands import add_gin_arguments, parse_gin_arguments
+
+    def add_parser(subparsers):
+        parser = subparsers.add_parser("train", help="Meta-train a learned optimizer.")
+        add_gin_arguments(parser)
+        parser.set_defaults(func=run)
+        return parser
+
+    def run(args) -> int:
+        parse_gin_arguments(args)   # raises GinConfigError, which `lopt` prints
+        ...
+        return 0
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_gin_arguments(parser: argparse.ArgumentParser, *, config_required: bool = True) -> None:
+    """Add ``CONFIG.gin ...`` (positional) and ``--gin-param BINDING`` (repeatable)."""
+    parser.add_argument(
+        "config",
+        nargs="+" if config_required else "*",
+        metavar="CONFIG.gin",
+        help="gin config files, parsed in order (they may `include` others).",
+    )
+    parser.add_argument(
+        "--gin-param",
+        "-p",
+        action="append",
+        default=[],
+        metavar="BINDING",
+        help="a gin binding overriding the files, e.g. 'Adam.learning_rate = 3e-4'; repeatable.",
+    )
+
+
+def parse_gin_arguments(args: argparse.Namespace) -> None:
+    """Parse the config files and bindings added by ``add_gin_arguments`` into gin."""
+    from lopt_core.gin_config import parse_config
+
+    parse_config(args.config, args.gin_param)

@@ -1,0 +1,374 @@
+"""gin wiring: registry entries and core entry points as configurables, and config parsing.
+
+Every registry entry becomes the gin configurable ``lopt.<kind>.<name>``, so a
+.gin file can say ``@Adam()`` or, to disambiguate, ``@lopt.optimizer.Adam()``;
+plugin code needs no gin decorators. ``parse_config`` loads the registry,
+registers the configurables, parses files and command-line bindings, and turns
+gin's errors about unknown configurables and parameters into ``GinConfigError``
+naming the file, the line and close matches from the registry.
+
+Exposing a core entry point (meta-training, evaluation, ...) to gin: decorate it
+with ``configurable_core``; the module-level name is then the gin-configured
+function, and it is known to ``parse_config``'s error messages::
+
+    from lopt_core.gin_config import configurable_core
+
+    @configurable_core(name="meta_train")          # gin name: meta_train / lopt.meta_train
+    def meta_train(task_family, learned_optimizer, num_steps: int = 1000, ...):
+        ...
+
+or, for a function defined elsewhere, ``wrapped = configurable_core(fn, name="...")``
+and call ``wrapped`` (only calls through the returned wrapper see the bindings).
+Once a run has built its objects, call ``write_operative_config(run_dir)``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import inspect
+import os
+import re
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import gin
+import lopt_core
+from lopt_core import training
+from lopt_core.outer import meta_train as _meta_train
+from lopt_core.registry import Registry, get_registry
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+CORE_MODULE = "lopt"
+OPERATIVE_CONFIG_FILENAME = "operative_config.gin"
+
+
+def entry_module(kind: str) -> str:
+    """The gin module of registry entries of ``kind``: ``lopt.<kind>``."""
+    return f"{CORE_MODULE}.{kind}"
+
+
+class GinConfigError(ValueError):
+    """A .gin file or binding could not be parsed or names something unknown.
+
+    ``file`` and ``line`` locate the statement (``file`` is None for a
+    command-line binding), ``statement`` is its text, ``suggestions`` the close
+    matches found.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        statement: str | None = None,
+        suggestions: Sequence[str] = (),
+    ):
+        super().__init__(message)
+        self.file, self.line, self.statement = file, line, statement
+        self.suggestions = list(suggestions)
+
+
+# ---------------------------------------------------------------- configurables
+
+# selector -> (original function, gin wrapper) of core entry points.
+_CORE: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {}
+# selector -> factory of the registry entries currently exposed to gin.
+_SYNCED: dict[str, Callable[..., Any]] = {}
+
+
+def _gin_registry():
+    # gin has no public way to remove a configurable; the registry of a plugin
+    # that was uninstalled (or a rebuilt registry) must not leave stale ones behind.
+    return gin.config._REGISTRY
+
+
+def configurable_core(
+    fn: F | None = None, *, name: str | None = None, module: str = CORE_MODULE
+) -> F:
+    """Expose a core function or class to gin as ``name`` (selector ``<module>.<name>``).
+
+    Returns the gin wrapper: calls through it receive the bound parameters.
+    Usable as ``configurable_core(fn, name=...)`` or as a decorator
+    ``@configurable_core(name=...)``. Registering the same function again is a
+    no-op returning the same wrapper (safe under module reloads).
+    """
+    if fn is None:
+        return functools.partial(configurable_core, name=name, module=module)  # type: ignore[return-value]
+    name = name or fn.__name__
+    selector = f"{module}.{name}"
+    for _original, wrapper in _CORE.values():
+        if fn is wrapper:  # already configurable (e.g. decorated in its own module)
+            return wrapper  # type: ignore[return-value]
+    if selector in _CORE:
+        original, wrapper = _CORE[selector]
+        if original is fn:
+            return wrapper  # type: ignore[return-value]
+        _gin_registry().pop(selector)  # a reloaded module: replace the old function
+    with gin.unlock_config():
+        wrapper = gin.external_configurable(fn, name=name, module=module)
+    _CORE[selector] = (fn, wrapper)
+    return wrapper
+
+
+def core_configurables() -> dict[str, Callable[..., Any]]:
+    """The core entry points exposed to gin, by name, as their gin-configured wrappers."""
+    return {selector.rsplit(".", 1)[1]: wrapper for selector, (_, wrapper) in _CORE.items()}
+
+
+# The core's entry points. Entry points added later (evaluation, ...) may
+# instead call ``configurable_core`` in their own modules.
+train = configurable_core(training.train, name="train")
+train_family = configurable_core(training.train_family, name="train_family")
+meta_train = configurable_core(_meta_train.meta_train, name="meta_train")
+
+
+def register_configurables(registry: Registry | None = None) -> list[str]:
+    """Make every entry of ``registry`` the gin configurable ``lopt.<kind>.<name>``.
+
+    Entries exposed by an earlier registry that are gone now are removed, and
+    a name whose factory changed is re-registered, so rebuilding the registry
+    is safe. Call with no bindings in force (``parse_config`` clears them
+    first). Returns the selectors now exposed.
+    """
+    registry = get_registry() if registry is None else registry
+    wanted = {f"{entry_module(e.kind)}.{e.name}": e for e in registry.entries()}
+    gin_registry = _gin_registry()
+    with gin.unlock_config():
+        for selector in [
+            s for s in _SYNCED if _SYNCED[s] is not getattr(wanted.get(s), "factory", None)
+        ]:
+            if selector in gin_registry:
+                gin_registry.pop(selector)
+            del _SYNCED[selector]
+        for selector, entry in wanted.items():
+            if selector in _SYNCED:
+                continue
+            try:
+                gin.external_configurable(
+                    entry.factory, name=entry.name, module=entry_module(entry.kind)
+                )
+            except Exception as e:
+                raise GinConfigError(
+                    f"Could not expose {entry.describe()} to gin as {selector!r}: "
+                    f"{type(e).__name__}: {e}"
+                ) from e
+            _SYNCED[selector] = entry.factory
+    return sorted(wanted)
+
+
+# ---------------------------------------------------------------- parsing
+
+# gin appends '  In file "F", line N\n    STATEMENT' (or 'In bindings string line N')
+# to an error for each file it was reading, innermost first.
+_LOCATION_RE = re.compile(
+    r'\n  In (?:file "(?P<file>[^"]*)", line (?P<line>\d+)|bindings string line (?P<bline>\d+))'
+    r"\n    (?P<statement>[^\n]*)"
+)
+_UNKNOWN_REF_RE = re.compile(r"No configurable matching reference '@(?P<sel>[^'(]+)(?:\(\))?'\.")
+_UNKNOWN_RE = re.compile(r"No configurable matching '(?P<sel>[^']+)'\.")
+_UNKNOWN_PARAM_RE = re.compile(
+    r"Configurable '(?P<sel>[^']+)' doesn't have a parameter named '(?P<param>[^']+)'\."
+)
+_AMBIGUOUS_RE = re.compile(r"Ambiguous selector '(?P<sel>[^']+)', matches (?P<matches>\[[^\]]*\])")
+
+
+def _candidates(registry: Registry) -> dict[str, list[str]]:
+    """Every name a .gin file may use -> descriptions of what it names."""
+    names: dict[str, list[str]] = {}
+    for e in registry.entries():
+        source = (
+            f", {e.distribution} {e.version}" if e.distribution else f", plugin {e.plugin.name}"
+        )
+        names.setdefault(e.name, []).append(f"{e.name} ({e.kind}{source})")
+    for name in core_configurables():
+        names.setdefault(name, []).append(f"{name} (lopt core)")
+    return names
+
+
+def _factory_for(selector: str) -> Callable[..., Any] | None:
+    """The function or class a gin selector names (None if unknown or ambiguous)."""
+    try:
+        match = _gin_registry().get_match(selector)
+    except (KeyError, ValueError):
+        return None
+    return None if match is None else match.wrapped
+
+
+def _parameters(fn: Callable[..., Any]) -> list[str]:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in params if p.kind in kinds and p.name != "self"]
+
+
+def _translate(error: Exception, registry: Registry, current_file: str | None) -> GinConfigError:
+    """Turn one of gin's errors into a ``GinConfigError`` with location and close matches."""
+    text = str(error)
+    if isinstance(error, KeyError) and text.startswith(('"', "'")):
+        text = text[1:].replace(text[0] + "\n", "\n", 1)  # KeyError quotes its message
+    location = _LOCATION_RE.search(text)
+    base = text[: location.start()] if location else text
+    file = line = statement = None
+    if location:
+        if location.group("file") is not None:
+            file, line = location.group("file"), int(location.group("line"))
+        else:
+            line = int(location.group("bline"))
+        statement = location.group("statement").strip()
+    elif isinstance(error, SyntaxError):
+        file, line = error.filename or current_file, error.lineno
+        statement = (error.text or "").strip() or None
+        base = error.msg
+    elif type(error).__name__ == "TokenError":  # tokenize.TokenError: an unclosed bracket
+        file, base = current_file, "unexpected end of file: an unclosed bracket or string?"
+
+    suggestions: list[str] = []
+    hint = ""
+    candidates = _candidates(registry)
+    m = _UNKNOWN_REF_RE.search(base) or _UNKNOWN_RE.search(base)
+    if m:
+        selector = m.group("sel")
+        name = selector.rsplit(".", 1)[-1]
+        close = difflib.get_close_matches(name, list(candidates), n=5, cutoff=0.6)
+        close += [c for c in candidates if c.lower() == name.lower() and c not in close]
+        suggestions = [d for c in close for d in candidates[c]]
+        what = "reference" if m.re is _UNKNOWN_REF_RE else "configurable"
+        base = f"unknown {what} {selector!r}: no registry entry or lopt configurable has that name."
+        if suggestions:
+            hint = "\n  Did you mean: " + ", ".join(suggestions) + "?"
+        hint += "\n  " + registry.plugins_summary()
+    elif m := _UNKNOWN_PARAM_RE.search(base):
+        selector, param = m.group("sel"), m.group("param")
+        fn = _factory_for(selector)
+        params = _parameters(fn) if fn is not None else []
+        suggestions = difflib.get_close_matches(param, params, n=3, cutoff=0.5)
+        base = f"{selector!r} has no parameter {param!r}."
+        if suggestions:
+            hint = "\n  Did you mean: " + ", ".join(suggestions) + "?"
+        if params:
+            hint += f"\n  Parameters of {selector}: {', '.join(params)}."
+    elif m := _AMBIGUOUS_RE.search(base):
+        selector = m.group("sel")
+        base = (
+            f"{selector!r} is ambiguous: it matches {m.group('matches')}. "
+            "Use the full selector, e.g. lopt.<kind>.<name>."
+        )
+
+    if file is not None and os.path.isabs(file):
+        relative = os.path.relpath(file)
+        file = file if relative.startswith("..") else relative  # as the user would type it
+    if file is not None:
+        where = f"{file}:{line}: " if line is not None else f"{file}: "
+    elif line is not None:
+        where = "binding: "
+    else:
+        where = ""
+    shown = f"\n    {statement}" if statement else ""
+    return GinConfigError(
+        f"{where}{base}{shown}{hint}",
+        file=file,
+        line=line,
+        statement=statement,
+        suggestions=suggestions,
+    )
+
+
+def _as_list(value: Any) -> list:
+    if value is None:
+        return []
+    if isinstance(value, (str, os.PathLike)):
+        return [value]
+    return list(value)
+
+
+def parse_config(
+    files: str | os.PathLike | Sequence[str | os.PathLike] = (),
+    bindings: str | Sequence[str] = (),
+    *,
+    registry: Registry | None = None,
+    finalize: bool = True,
+) -> None:
+    """Parse .gin ``files`` then ``bindings`` (which override them) into a fresh gin config.
+
+    Loads the registry (``get_registry()`` unless given) and exposes it to gin
+    first. ``include`` paths are looked up next to the top-level file, then in
+    the current directory. Any existing gin bindings are cleared. Raises
+    ``GinConfigError`` (file, line, close matches) on an unknown configurable
+    or parameter, a syntax error or a missing file; the config is then left empty.
+    """
+    registry = get_registry() if registry is None else registry
+    gin.clear_config()
+    register_configurables(registry)
+    prefixes = gin.config._LOCATION_PREFIXES  # gin's include search path (a module-level list)
+    saved = list(prefixes)
+    current: str | None = None
+    try:
+        for file in _as_list(files):
+            path = Path(file)
+            if not path.is_absolute() and path.exists():
+                path = path.resolve()
+            current = str(file)
+            # Resolve `include 'x.gin'` next to the including file first.
+            prefixes[:] = [str(path.parent)] + saved if path.is_absolute() else saved
+            target = str(path) if path.is_absolute() else str(file)
+            if not any(os.path.exists(os.path.join(p, target)) for p in prefixes):
+                raise GinConfigError(
+                    f"{file}: gin config file not found (looked in the current directory "
+                    f"{os.getcwd()} and the gin search paths {saved}).",
+                    file=str(file),
+                )
+            gin.parse_config_file(target)
+            prefixes[:] = saved
+        current = None
+        binding_list = [b for b in _as_list(bindings) if b.strip()]
+        if binding_list:
+            gin.parse_config(binding_list)
+        if finalize:
+            gin.finalize()
+    except GinConfigError:
+        gin.clear_config()
+        raise
+    except Exception as e:
+        gin.clear_config()
+        raise _translate(e, registry, current) from e
+    finally:
+        prefixes[:] = saved
+
+
+def write_operative_config(
+    run_dir: str | os.PathLike,
+    *,
+    filename: str = OPERATIVE_CONFIG_FILENAME,
+    registry: Registry | None = None,
+) -> Path:
+    """Write ``gin.operative_config_str()`` to ``run_dir/filename`` and return its path.
+
+    The operative config holds every parameter used by configurables called so
+    far (defaults included), so call it once the run has built its objects; a
+    header records the lopt version and the plugin distributions installed.
+    Parsing the file with ``parse_config`` reproduces the run's configuration.
+    """
+    registry = get_registry() if registry is None else registry
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dists = sorted({(p.distribution, p.version or "?") for p in registry.plugins if p.distribution})
+    header = [
+        "# Operative gin config of a lopt run: every parameter its configurables used.",
+        f"# lopt {lopt_core.__version__}; plugin distributions: "
+        + (", ".join(f"{d} {v}" for d, v in dists) or "none"),
+        "",
+    ]
+    text = "\n".join(header) + gin.operative_config_str() + "\n"
+    path = run_dir / filename
+    # Write then rename, so a crash never leaves a half-written config behind.
+    with tempfile.NamedTemporaryFile("w", dir=run_dir, delete=False, suffix=".tmp") as f:
+        f.write(text)
+    os.replace(f.name, path)
+    return path

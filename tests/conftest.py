@@ -1,0 +1,60 @@
+"""Shared fixtures: a fresh plugin registry and gin config, and real throwaway plugin packages."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import pytest
+
+import gin
+from lopt_core.registry import ENV_DISABLE_AUTOLOAD, ENV_PLUGINS, ENV_STRICT, reset_registry
+
+
+@pytest.fixture
+def fresh_registry(monkeypatch):
+    """No cached registry, no gin bindings and no LOPT_* plugin variables, before and after."""
+    for name in (ENV_DISABLE_AUTOLOAD, ENV_PLUGINS, ENV_STRICT):
+        monkeypatch.delenv(name, raising=False)
+    reset_registry()
+    gin.clear_config()
+    yield
+    reset_registry()
+    gin.clear_config()
+
+
+@pytest.fixture
+def make_plugin_dist(tmp_path, monkeypatch):
+    """Factory: write a real installed distribution onto ``sys.path``.
+
+    ``make_plugin_dist("my-dist", {"my_mod": "source"}, {"ep_name": "my_mod"})``
+    writes ``my_mod.py`` and ``my_dist-1.0.dist-info`` (METADATA and an
+    ``entry_points.txt`` for group ``lopt``) into a fresh folder on ``sys.path``,
+    exactly what pip leaves behind, so ``importlib.metadata`` finds it for real.
+    The modules are dropped from ``sys.modules`` afterwards.
+    """
+    modules: list[str] = []
+
+    def make(
+        dist: str,
+        sources: dict[str, str],
+        entry_points: dict[str, str],
+        version: str = "1.0",
+        group: str = "lopt",
+    ):
+        root = tmp_path / f"site-{dist}"
+        root.mkdir()
+        for module, source in sources.items():
+            (root / f"{module}.py").write_text(textwrap.dedent(source))
+            modules.append(module)
+        info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+        lines = [f"[{group}]"] + [f"{name} = {value}" for name, value in entry_points.items()]
+        (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+        monkeypatch.syspath_prepend(str(root))  # also invalidates the import caches
+        return root
+
+    yield make
+    for module in modules:
+        sys.modules.pop(module, None)
