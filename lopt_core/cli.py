@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 import traceback
@@ -76,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.strict_plugins:
             get_registry(strict=True)
         return args.func(args)
+    except BrokenPipeError:  # `lopt plugins | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (RegistryError, GinConfigError) as e:
         if isinstance(e, PluginLoadError) and e.__cause__ is not None:
             # Strict mode is the debugging path: show where the plugin failed.

@@ -243,7 +243,7 @@ def _translate(error: Exception, registry: Registry, current_file: str | None) -
         base = f"unknown {what} {selector!r}: no registry entry or lopt configurable has that name."
         if suggestions:
             hint = "\n  Did you mean: " + ", ".join(suggestions) + "?"
-        hint += "\n  " + registry.plugins_summary()
+        hint += "\n  " + registry.plugins_summary().replace("\n", "\n  ")
     elif m := _UNKNOWN_PARAM_RE.search(base):
         selector, param = m.group("sel"), m.group("param")
         fn = _factory_for(selector)
@@ -267,7 +267,7 @@ def _translate(error: Exception, registry: Registry, current_file: str | None) -
     if file is not None:
         where = f"{file}:{line}: " if line is not None else f"{file}: "
     elif line is not None:
-        where = "binding: "
+        where = "gin binding: "
     else:
         where = ""
     shown = f"\n    {statement}" if statement else ""

@@ -272,12 +272,13 @@ class Registry:
             self._load_entry_point(ep, group)
         for missing in [a for a in self.allow or () if a not in matched]:
             available = sorted({f"{e.dist.name if e.dist else '?'}:{e.name}" for e in found})
-            error = PluginLoadError(
+            self._fail(
+                PluginInfo(name=missing),
+                "select",
                 f"{ENV_PLUGINS} names {missing!r}, but no installed distribution or entry point "
                 f"of group '{group}' has that name. Installed (distribution:entry point): "
-                f"{', '.join(available) or 'none'}."
+                f"{', '.join(available) or 'none'}.",
             )
-            self._fail(PluginInfo(name=missing), "select", error)
 
     def _load_entry_point(self, ep: importlib.metadata.EntryPoint, group: str) -> None:
         info = PluginInfo(
@@ -382,30 +383,32 @@ class Registry:
             )
 
     @staticmethod
-    def _wrap(info: PluginInfo, what: str, error: Exception) -> PluginLoadError:
+    def _wrap(info: PluginInfo, what: str, error: Exception) -> str:
         # Our own validation errors need no traceback location; a plugin's do.
         where = "" if isinstance(error, RegistrationError) else _error_location(error)
-        return PluginLoadError(
-            f"lopt plugin {info.describe()} {what}: {type(error).__name__}: {error}"
-            f"{where}. The other plugins were loaded. Debug it with "
-            f"`{ENV_STRICT}=1 lopt plugins` (full traceback), or skip it with "
-            f"{ENV_PLUGINS}=<the plugins to load>."
-        )
+        return f"lopt plugin {info.describe()} {what}: {type(error).__name__}: {error}{where}."
 
     def _fail(
         self,
         info: PluginInfo,
         stage: str,
-        error: PluginLoadError,
+        text: str,
         cause: BaseException | None = None,
         raise_now: bool = False,
     ) -> PluginFailure:
+        """Record (and warn about) a failed plugin; raise instead when strict or asked to."""
+        if not raise_now:  # an entry point among others: say how to debug or skip it
+            text += (
+                f" The other plugins were loaded. Debug it with `{ENV_STRICT}=1 lopt plugins` "
+                f"(full traceback), or skip it with {ENV_PLUGINS}=<the plugins to load>."
+            )
+        error = PluginLoadError(text)
         error.__cause__ = cause
-        failure = PluginFailure(plugin=info, stage=stage, error=error)
         if raise_now or self.strict:
             raise error from cause
+        failure = PluginFailure(plugin=info, stage=stage, error=error)
         self._failures.append(failure)
-        warnings.warn(str(error), PluginLoadWarning, stacklevel=4)
+        warnings.warn(text, PluginLoadWarning, stacklevel=4)
         return failure
 
     def _commit(self, entry: Entry) -> None:
@@ -559,34 +562,33 @@ class Registry:
         return "\n".join(lines)
 
     def plugins_summary(self) -> str:
-        """One paragraph: the installed plugins, the failed ones, and how to list them."""
-        loaded = ", ".join(p.describe() for p in self._plugins) or "none"
-        text = f"Installed lopt plugins: {loaded}."
+        """A few lines: the installed plugins by distribution, the failed ones, the conflicts."""
+        by_dist: dict[str, list[str]] = {}
+        for p in self._plugins:
+            dist = f"{p.distribution} {p.version or '?'}" if p.distribution else "loaded by hand"
+            by_dist.setdefault(dist, []).append(p.name)
+        loaded = "; ".join(f"{d} ({', '.join(names)})" for d, names in by_dist.items())
+        lines = [f"Installed lopt plugins: {loaded or 'none'}."]
         if not self.autoload and self.allow is None:
-            text += f" (Entry points were not loaded: {ENV_DISABLE_AUTOLOAD} is set.)"
+            lines.append(f"Entry points were not loaded: {ENV_DISABLE_AUTOLOAD} is set.")
         elif self.allow is not None:
-            text += f" (Only {ENV_PLUGINS}={','.join(self.allow)} were loaded.)"
+            lines.append(f"Only {ENV_PLUGINS}={','.join(self.allow)} were loaded.")
         if self._failures:
-            text += (
-                " Failed plugins, which may be where it should come from: "
-                + "; ".join(
-                    f"{f.plugin.describe()}: {type(f.cause).__name__ if f.cause else 'error'}"
-                    for f in self._failures
-                )
-                + "."
+            failed = "; ".join(
+                f"{f.plugin.describe()}: {type(f.cause).__name__ if f.cause else 'error'}"
+                for f in self._failures
             )
+            lines.append(f"Plugins that failed to load (the name may come from one): {failed}.")
         if self._conflicts:
-            text += (
-                " Names unusable because several plugins register them: "
-                + "; ".join(
-                    f"{c.kind} '{c.name}' ("
-                    + ", ".join(e.distribution or e.plugin.name for e in c.entries)
-                    + ")"
-                    for c in self._conflicts.values()
-                )
-                + "."
+            conflicts = "; ".join(
+                f"{c.kind} '{c.name}' ("
+                + ", ".join(e.distribution or e.plugin.name for e in c.entries)
+                + ")"
+                for c in self._conflicts.values()
             )
-        return text + " Run `lopt plugins` for the full list."
+            lines.append(f"Unusable, registered by several plugins: {conflicts}.")
+        lines.append("Run `lopt plugins` for the full list.")
+        return "\n".join(lines)
 
     def __repr__(self) -> str:
         return (

@@ -185,18 +185,7 @@ def test_example_plugin_end_to_end(tmp_path, capsys):
         assert row.split() == ["task", "ExampleLinearRegression", EXAMPLE_DIST, "0.1.0", "example"]
 
         # Its task, configured from a .gin file, trains.
-        config = tmp_path / "example.gin"
-        config.write_text(
-            "train.task = @ExampleLinearRegression()\n"
-            "ExampleLinearRegression.dim = 3\n"
-            "ExampleLinearRegression.datasets = @ExampleRegressionData()\n"
-            "ExampleRegressionData.dim = 3\n"
-            "ExampleRegressionData.batch_size = 8\n"
-            "train.optimizer = @SGD()\n"
-            "SGD.learning_rate = 0.1\n"
-            "train.num_steps = 30\n"
-        )
-        gin_config.parse_config(config)
+        gin_config.parse_config(source / "example.gin")  # the config docs/plugins.md shows
         result = gin_config.train(key=jax.random.PRNGKey(0))
         assert float(result.test_loss[-1]) < 0.2 * float(result.test_loss[0])
         operative = gin_config.write_operative_config(tmp_path / "run").read_text()

@@ -91,7 +91,7 @@ def test_unknown_name_lists_close_matches_and_plugins(make_plugin_dist):
     message = str(info.value)
     assert "No task named 'Quadratc'" in message
     assert "Quadratic (task, acme-tasks)" in message
-    assert "'acme' (acme-tasks 1.0" in message  # the installed plugins
+    assert "Installed lopt plugins: acme-tasks 1.0 (acme)." in message
     with pytest.raises(UnknownEntryError, match="'Rosenbrock' is registered as: task_family"):
         registry.get("task", "Rosenbrock")
     assert [e.name for e in registry.close_matches("quadratic")] == ["Quadratic"]
