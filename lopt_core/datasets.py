@@ -8,6 +8,7 @@ one ``lax.scan``.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -60,19 +61,34 @@ def dataset_lru_cache(builder: Callable[..., Datasets]) -> Callable[..., Dataset
     """Decorator: equal arguments to ``builder`` return the very same ``Datasets``.
 
     Tasks built from the same data then share one set of iterators instead of
-    each holding its own copy of the arrays. ``clear_dataset_cache()`` empties
-    the cache of every decorated builder; ``builder.cache_clear()`` just its own.
+    each holding its own copy of the arrays. Arguments are bound to the
+    builder's signature with defaults filled in, so ``f(4)``, ``f(dim=4)`` and
+    ``f(4, 8)`` (when 8 is the default) are one entry. ``clear_dataset_cache()``
+    empties the cache of every decorated builder; ``builder.cache_clear()`` just its own.
     """
+    try:
+        signature = inspect.signature(builder)
+    except (TypeError, ValueError):  # e.g. some builtins have no signature
+        signature = None
 
     @functools.wraps(builder)
     def cached(*args, **kwargs):
+        call_args, call_kwargs = args, kwargs
+        if signature is not None:
+            try:
+                bound = signature.bind(*args, **kwargs)
+            except TypeError:
+                return builder(*args, **kwargs)  # let the builder report its own bad call
+            bound.apply_defaults()
+            call_args, call_kwargs = bound.args, bound.kwargs
         try:
-            cache_key = (builder, args, tuple(sorted(kwargs.items())))
+            cache_key = (builder, call_args, tuple(sorted(call_kwargs.items())))
             hash(cache_key)
         except TypeError as e:
             raise TypeError(
                 f"{builder.__qualname__} is wrapped in dataset_lru_cache, so its arguments must be "
-                f"hashable; got args={args!r} kwargs={kwargs!r}. Pass tuples instead of lists."
+                f"hashable (defaults included); got args={call_args!r} kwargs={call_kwargs!r}. "
+                "Pass tuples instead of lists."
             ) from e
         if cache_key not in _BUILT:
             _BUILT[cache_key] = builder(*args, **kwargs)

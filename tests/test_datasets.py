@@ -130,6 +130,25 @@ def test_lru_cache_keyword_order_does_not_matter():
         build.cache_clear()
 
 
+def test_lru_cache_binds_arguments_to_the_signature(counted_builder):
+    # Positional, keyword and defaulted spellings of one call are one cache entry.
+    build, calls = counted_builder
+    a = build(4)
+    assert build(batch_size=4) is a
+    assert build(4, 0.0) is a
+    assert build(4, offset=0.0) is a
+    assert calls == [(4, 0.0)]
+
+
+def test_lru_cache_lets_the_builder_report_a_bad_call(counted_builder):
+    build, calls = counted_builder
+    with pytest.raises(TypeError, match="batch_size"):
+        build()
+    with pytest.raises(TypeError, match="unexpected keyword argument 'size'"):
+        build(size=4)
+    assert calls == []
+
+
 def test_lru_cache_keeps_name_and_docstring(counted_builder):
     build, _ = counted_builder
     assert build.__name__ == "build"
