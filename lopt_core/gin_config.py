@@ -365,7 +365,7 @@ def write_operative_config(
         + (", ".join(f"{d} {v}" for d, v in dists) or "none"),
         "",
     ]
-    text = "\n".join(header) + gin.operative_config_str() + "\n"
+    text = "\n".join(header) + "\n" + gin.operative_config_str() + "\n"
     path = run_dir / filename
     # Write then rename, so a crash never leaves a half-written config behind.
     with tempfile.NamedTemporaryFile("w", dir=run_dir, delete=False, suffix=".tmp") as f:

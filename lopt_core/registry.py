@@ -197,6 +197,14 @@ class Conflict:
         )
 
 
+def _outside_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning at the first caller outside this module."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__") == __name__:
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def _error_location(error: BaseException) -> str:
     """' (at file:line)' of the innermost traceback frame, to find the bug quickly."""
     frames = traceback.extract_tb(error.__traceback__)
@@ -397,7 +405,12 @@ class Registry:
         raise_now: bool = False,
     ) -> PluginFailure:
         """Record (and warn about) a failed plugin; raise instead when strict or asked to."""
-        if not raise_now:  # an entry point among others: say how to debug or skip it
+        if self.strict and not raise_now:
+            text += (
+                f" Strict mode ({ENV_STRICT} or --strict-plugins) makes this fatal: fix or "
+                f"uninstall the plugin, or load only the others with {ENV_PLUGINS}=..."
+            )
+        elif not raise_now and stage != "select":  # one entry point of many: how to debug it
             text += (
                 f" The other plugins were loaded. Debug it with `{ENV_STRICT}=1 lopt plugins` "
                 f"(full traceback), or skip it with {ENV_PLUGINS}=<the plugins to load>."
@@ -408,7 +421,7 @@ class Registry:
             raise error from cause
         failure = PluginFailure(plugin=info, stage=stage, error=error)
         self._failures.append(failure)
-        warnings.warn(text, PluginLoadWarning, stacklevel=4)
+        warnings.warn(text, PluginLoadWarning, stacklevel=_outside_stacklevel())
         return failure
 
     def _commit(self, entry: Entry) -> None:
@@ -426,7 +439,7 @@ class Registry:
         message = self._conflicts[key].message
         if self.strict:
             raise PluginConflictError(message)
-        warnings.warn(message, PluginLoadWarning, stacklevel=5)
+        warnings.warn(message, PluginLoadWarning, stacklevel=_outside_stacklevel())
 
     # ------------------------------------------------------------ plugin side
 

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
 from typing import Any
 
-from lopt_core.registry import KINDS, Entry, PluginInfo, Registry, get_registry
+from lopt_core.registry import (
+    KINDS,
+    Entry,
+    PluginInfo,
+    PluginLoadWarning,
+    Registry,
+    get_registry,
+)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -114,7 +122,10 @@ def format_text(registry: Registry, kind: str | None = None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Print the table (or JSON). Exit status 0 even with failures, unless strict."""
-    registry = get_registry()
+    with warnings.catch_warnings():
+        # The report lists the failures itself; the warnings would say it twice.
+        warnings.simplefilter("ignore", PluginLoadWarning)
+        registry = get_registry()
     if args.json:
         print(json.dumps(report(registry, args.kind), indent=2))
     else:
