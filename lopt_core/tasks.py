@@ -32,8 +32,12 @@ class Task:
 
     @property
     def name(self) -> str:
-        """A readable name; the class name unless a subclass says otherwise."""
-        return type(self).__name__
+        """A readable name: the one assigned (``self.name = ...``), else the class name."""
+        return self.__dict__.get("_name") or type(self).__name__
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._name = value
 
     def _overrides(self, method: str) -> bool:
         return getattr(type(self), method) is not getattr(Task, method)
@@ -106,8 +110,12 @@ class TaskFamily:
 
     @property
     def name(self) -> str:
-        """A readable name; the class name unless a subclass says otherwise."""
-        return type(self).__name__
+        """A readable name: the one assigned (``self.name = ...``), else the class name."""
+        return self.__dict__.get("_name") or type(self).__name__
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._name = value
 
     def sample(self, key: jax.Array) -> TaskCfg:
         """Draw the cfg of one task."""
@@ -138,11 +146,7 @@ class _SingleTaskFamily(TaskFamily):
         self.task = task
         self.eval_task = eval_task
         self.datasets = task.datasets
-        self._name = name or task.name
-
-    @property
-    def name(self) -> str:
-        return self._name
+        self.name = name or task.name
 
     def sample(self, key: jax.Array) -> TaskCfg:
         # A placeholder array keeps cfgs vmappable like any other family's.

@@ -280,3 +280,21 @@ def test_single_task_to_family_rejects_non_tasks():
         single_task_to_family(lambda key: None)
     with pytest.raises(TypeError, match="eval_task must be a Task or None, got str"):
         single_task_to_family(LossOnly(), eval_task="test")
+
+
+def test_name_can_be_assigned_in_init():
+    class Named(Task):
+        def __init__(self):
+            self.name = "custom_name"
+
+    class NamedFamily(TaskFamily):
+        def __init__(self):
+            self.name = "family_name"
+
+    assert Named().name == "custom_name"
+    assert NamedFamily().name == "family_name"
+
+    class Plain(Task):
+        pass
+
+    assert Plain().name == "Plain"
