@@ -133,8 +133,14 @@ def _train_loop(
     num_steps: int,
     eval_every: int,
     data_free: bool,
+    eval_task: Task | None = None,
 ) -> TrainResult:
-    """The pure training loop: scan over chunks of ``eval_every`` steps, evaluating after each."""
+    """The pure training loop: scan over chunks of ``eval_every`` steps, evaluating after each.
+
+    ``eval_batches`` maps each split to evaluate to its batches; ``eval_task``
+    (default: ``task``) computes the evaluation losses.
+    """
+    eval_task = task if eval_task is None else eval_task
     num_chunks = num_steps // eval_every
     init_key, opt_key, loop_key, eval_key = jax.random.split(key, 4)
     params, model_state = task.init_with_state(init_key)
@@ -143,7 +149,9 @@ def _train_loop(
     def evaluate(opt_state, batches):
         params, model_state = optimizer.get_params(opt_state), optimizer.get_state(opt_state)
         return {
-            split: _mean_loss_and_aux(task, params, model_state, eval_key, split_batches, data_free)
+            split: _mean_loss_and_aux(
+                eval_task, params, model_state, eval_key, split_batches, data_free
+            )
             for split, split_batches in batches.items()
         }
 
@@ -184,10 +192,10 @@ def _train_loop(
         opt_state=opt_state,
         train_loss=losses.reshape(num_steps),
         eval_steps=jnp.arange(num_chunks + 1, dtype=jnp.int32) * eval_every,
-        inner_valid_loss=evals["inner_valid"][0],
-        test_loss=evals["test"][0],
-        inner_valid_aux=evals["inner_valid"][1],
-        test_aux=evals["test"][1],
+        inner_valid_loss=evals.get("inner_valid", (None, {}))[0],
+        test_loss=evals.get("test", (None, {}))[0],
+        inner_valid_aux=evals.get("inner_valid", (None, {}))[1],
+        test_aux=evals.get("test", (None, {}))[1],
     )
 
 
@@ -223,9 +231,11 @@ def _explain_tracer_errors(what: str):
         ) from e
 
 
-def _stack_eval_batches(datasets: Datasets, num_evals: int, num_batches: int, tasks: int | None):
+def _stack_eval_batches(
+    datasets: Datasets, num_evals: int, num_batches: int, tasks: int | None, splits: tuple
+):
     out = {}
-    for split in EVAL_SPLITS:
+    for split in splits:
         iterator = datasets.split(split)
         if tasks is None:
             stacked = stack_batches(iterator, num_evals * num_batches)
@@ -236,10 +246,23 @@ def _stack_eval_batches(datasets: Datasets, num_evals: int, num_batches: int, ta
     return out
 
 
-def _no_eval_batches(num_evals: int, tasks: int | None) -> dict[str, Any]:
+def _no_eval_batches(num_evals: int, tasks: int | None, splits: tuple) -> dict[str, Any]:
     # Data-free tasks still need one scan input per evaluation.
     shape = (num_evals,) if tasks is None else (tasks, num_evals)
-    return {split: np.zeros(shape, np.float32) for split in EVAL_SPLITS}
+    return {split: np.zeros(shape, np.float32) for split in splits}
+
+
+def _check_eval_splits(eval_splits: Any) -> tuple[str, ...]:
+    if isinstance(eval_splits, str):
+        eval_splits = (eval_splits,)
+    eval_splits = tuple(eval_splits)
+    unknown = [s for s in eval_splits if s not in EVAL_SPLITS]
+    if unknown:
+        raise ValueError(
+            f"eval_splits may hold {', '.join(EVAL_SPLITS)}; got {unknown!r}. (train is "
+            "recorded every step anyway, and outer_valid is for meta-training.)"
+        )
+    return eval_splits
 
 
 def _check_num_eval_batches(num_eval_batches: int) -> None:
@@ -258,11 +281,13 @@ def _check_optimizer(optimizer: Any) -> None:
 _LOOP_STATICS = ("optimizer", "num_steps", "eval_every", "data_free")
 
 
-@functools.partial(jax.jit, static_argnames=("task", *_LOOP_STATICS))
-def _train_jit(task, optimizer, key, train_batches, eval_batches, num_steps, eval_every, data_free):
+@functools.partial(jax.jit, static_argnames=("task", "eval_task", *_LOOP_STATICS))
+def _train_jit(
+    task, optimizer, key, train_batches, eval_batches, num_steps, eval_every, data_free, eval_task
+):
     return _train_loop(
         _unwrap(task), _unwrap(optimizer), key, train_batches, eval_batches,
-        num_steps, eval_every, data_free,
+        num_steps, eval_every, data_free, _unwrap(eval_task),
     )  # fmt: skip
 
 
@@ -273,34 +298,43 @@ def train(
     num_steps: int,
     eval_every: int | None = None,
     num_eval_batches: int = 1,
+    eval_splits: tuple[str, ...] = EVAL_SPLITS,
+    eval_task: Task | None = None,
 ) -> TrainResult:
     """Train ``task`` with ``optimizer`` for ``num_steps`` steps in one jitted ``lax.scan``.
 
     The train split feeds one batch per step. Every ``eval_every`` steps (and at
-    step 0) the mean loss over ``num_eval_batches`` fresh inner_valid and test
-    batches is recorded; with ``eval_every=None`` only at step 0 and the end.
+    step 0) the mean loss over ``num_eval_batches`` fresh batches of each of
+    ``eval_splits`` is recorded, computed by ``eval_task`` (default: ``task``);
+    with ``eval_every=None`` only at step 0 and the end. Splits left out of
+    ``eval_splits`` are never read (their result fields are None).
     """
     if not isinstance(task, Task):
         raise TypeError(f"train expects a Task, got {type(task).__name__}: {task!r}.")
+    if eval_task is not None and not isinstance(eval_task, Task):
+        raise TypeError(f"eval_task must be a Task or None, got {type(eval_task).__name__}.")
     _check_optimizer(optimizer)
     _check_num_eval_batches(num_eval_batches)
+    eval_splits = _check_eval_splits(eval_splits)
     eval_every, num_evals = _eval_schedule(num_steps, eval_every)
     datasets = task.datasets
     if datasets is None:
-        train_batches, eval_batches = None, _no_eval_batches(num_evals, None)
+        train_batches, eval_batches = None, _no_eval_batches(num_evals, None, eval_splits)
     else:
         train_batches = stack_batches(datasets.train, num_steps)
-        eval_batches = _stack_eval_batches(datasets, num_evals, num_eval_batches, None)
+        eval_batches = _stack_eval_batches(datasets, num_evals, num_eval_batches, None, eval_splits)
     with _explain_tracer_errors(f"Task {task.name}"):
         return _train_jit(
             _static(task), _static(optimizer), key, train_batches, eval_batches,
             num_steps=int(num_steps), eval_every=eval_every, data_free=datasets is None,
+            eval_task=None if eval_task is None else _static(eval_task),
         )  # fmt: skip
 
 
 def _train_family_loop(family, optimizer, cfgs, keys, train_batches, eval_batches, **static):
     def one(cfg, key, batches, evals):
-        return _train_loop(family.task_fn(cfg), optimizer, key, batches, evals, **static)
+        task, eval_task = family.task_fn(cfg), family.eval_task_fn(cfg)
+        return _train_loop(task, optimizer, key, batches, evals, eval_task=eval_task, **static)
 
     in_axes = (0, 0, None if train_batches is None else 0, 0)
     return jax.vmap(one, in_axes=in_axes)(cfgs, keys, train_batches, eval_batches)
@@ -341,14 +375,17 @@ def train_family(
     num_steps: int,
     eval_every: int | None = None,
     num_eval_batches: int = 1,
+    eval_splits: tuple[str, ...] = EVAL_SPLITS,
 ) -> TrainResult:
     """Train ``num_tasks`` tasks sampled from ``family`` at once, ``jax.vmap`` over one scan.
 
     Each task gets its own cfg, PRNG key and batches (drawn from the family's
-    shared datasets). Returns a ``TrainResult`` whose fields lead with the task axis.
+    shared datasets); evaluation losses come from ``family.eval_task_fn(cfg)``.
+    Returns a ``TrainResult`` whose fields lead with the task axis.
     """
     _check_optimizer(optimizer)
     _check_num_eval_batches(num_eval_batches)
+    eval_splits = _check_eval_splits(eval_splits)
     if not isinstance(num_tasks, (int, np.integer)) or num_tasks < 1:
         raise ValueError(f"num_tasks must be a positive integer, got {num_tasks!r}.")
     eval_every, num_evals = _eval_schedule(num_steps, eval_every)
@@ -356,10 +393,12 @@ def train_family(
     cfgs = sample_cfgs(family, cfg_key, num_tasks)
     datasets = family.datasets
     if datasets is None:
-        train_batches, eval_batches = None, _no_eval_batches(num_evals, num_tasks)
+        train_batches, eval_batches = None, _no_eval_batches(num_evals, num_tasks, eval_splits)
     else:
         train_batches = stack_task_batches(datasets.train, num_tasks, num_steps)
-        eval_batches = _stack_eval_batches(datasets, num_evals, num_eval_batches, num_tasks)
+        eval_batches = _stack_eval_batches(
+            datasets, num_evals, num_eval_batches, num_tasks, eval_splits
+        )
     with _explain_tracer_errors(f"TaskFamily {family.name}.task_fn"):
         return _train_family_jit(
             _static(family), _static(optimizer), cfgs, jax.random.split(run_key, num_tasks),

@@ -533,3 +533,57 @@ def test_new_style_typed_keys_work():
     raw = train_family(family, SGD(0.1), jax.random.PRNGKey(0), 2, 3)
     # The data-free quadratic ignores keys, so both key styles give the same curves.
     np.testing.assert_allclose(typed.train_loss, raw.train_loss, rtol=1e-6)
+
+
+def _never_read():
+    raise AssertionError("the test split was read")
+    yield  # a generator, so building the Datasets does not run it
+
+
+def test_eval_splits_left_out_are_never_read():
+    rng = np.random.default_rng(0)
+
+    def batches():
+        while True:
+            yield {"x": rng.normal(size=(4, 3)).astype(np.float32)}
+
+    class Mean(Task):
+        datasets = Datasets(batches(), batches(), batches(), _never_read())
+
+        def init(self, key):
+            return jnp.ones(3)
+
+        def loss(self, params, key, batch):
+            return jnp.mean((batch["x"] - params) ** 2)
+
+    result = train(Mean(), SGD(0.1), jax.random.PRNGKey(0), 4, eval_splits=("inner_valid",))
+    assert result.test_loss is None
+    assert result.inner_valid_loss.shape == (2,)
+    with pytest.raises(AssertionError, match="test split was read"):
+        train(Mean(), SGD(0.1), jax.random.PRNGKey(0), 4)
+    with pytest.raises(ValueError, match="eval_splits"):
+        train(Mean(), SGD(0.1), jax.random.PRNGKey(0), 4, eval_splits=("outer_valid",))
+
+
+class _ScaledQuadratic(Task):
+    def __init__(self, scale):
+        self.scale = scale
+
+    def init(self, key):
+        return jnp.arange(3.0)
+
+    def loss(self, params, key, batch):
+        return self.scale * jnp.sum(params**2)
+
+
+def test_eval_task_computes_the_evaluation_losses():
+    task, eval_task = _ScaledQuadratic(1.0), _ScaledQuadratic(3.0)
+    plain = train(task, SGD(0.1), jax.random.PRNGKey(0), 4)
+    scaled = train(task, SGD(0.1), jax.random.PRNGKey(0), 4, eval_task=eval_task)
+    np.testing.assert_array_equal(plain.train_loss, scaled.train_loss)
+    np.testing.assert_allclose(scaled.test_loss, 3.0 * plain.test_loss, rtol=1e-6)
+    # train_family evaluates with the family's eval_task_fn.
+    family = single_task_to_family(task, eval_task=eval_task)
+    fam = train_family(family, SGD(0.1), jax.random.PRNGKey(0), 2, 4)
+    expected = np.broadcast_to(3.0 * plain.inner_valid_loss, fam.inner_valid_loss.shape)
+    np.testing.assert_allclose(fam.inner_valid_loss, expected, rtol=1e-6)
