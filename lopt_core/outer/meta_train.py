@@ -114,11 +114,13 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
 
 
 def _write_operative_config(output_dir: Path) -> None:
-    import gin  # gin is a dependency; imported here so meta_train works without a config
+    """Record the gin config in force (if the run was configured through gin)."""
+    import gin
 
-    config = gin.operative_config_str()
-    if config.strip():
-        (output_dir / OPERATIVE_CONFIG_FILE).write_text(config)
+    if gin.operative_config_str().strip():
+        from lopt_core.gin_config import write_operative_config
+
+        write_operative_config(output_dir, filename=OPERATIVE_CONFIG_FILE)
 
 
 def meta_train(
