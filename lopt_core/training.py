@@ -18,6 +18,7 @@ import numpy as np
 from flax import struct
 
 from lopt_core.datasets import Datasets, stack_batches, stack_task_batches
+from lopt_core.learned.base import LearnedOptimizer
 from lopt_core.optimizers.base import Optimizer
 from lopt_core.tasks import Task, TaskFamily
 
@@ -270,12 +271,29 @@ def _check_num_eval_batches(num_eval_batches: int) -> None:
         raise ValueError(f"num_eval_batches must be a positive integer, got {num_eval_batches!r}.")
 
 
-def _check_optimizer(optimizer: Any) -> None:
+def _check_optimizer(optimizer: Any, theta: Any) -> None:
+    if isinstance(optimizer, LearnedOptimizer):
+        if theta is None:
+            raise ValueError(
+                f"{optimizer.name} is a learned optimizer: pass its meta-parameters as theta=..."
+            )
+        return
     if not isinstance(optimizer, Optimizer):
         raise TypeError(
-            f"optimizer must be an lopt_core Optimizer, got {type(optimizer).__name__}: "
-            f"{optimizer!r}. Wrap an optax transformation with OptaxOptimizer(tx)."
+            f"optimizer must be an lopt_core Optimizer (or a LearnedOptimizer with theta=), got "
+            f"{type(optimizer).__name__}: {optimizer!r}. Wrap an optax transformation with "
+            "OptaxOptimizer(tx)."
         )
+    if theta is not None:
+        raise ValueError(f"theta is only for learned optimizers; {optimizer!r} takes none.")
+
+
+def _resolve_optimizer(optimizer: Any, theta: Any) -> Optimizer:
+    """Inside the trace: a learned optimizer becomes the Optimizer its (traced) theta defines."""
+    optimizer = _unwrap(optimizer)
+    if isinstance(optimizer, LearnedOptimizer):
+        return optimizer.opt_fn(theta, is_training=False)
+    return optimizer
 
 
 _LOOP_STATICS = ("optimizer", "num_steps", "eval_every", "data_free")
@@ -283,10 +301,11 @@ _LOOP_STATICS = ("optimizer", "num_steps", "eval_every", "data_free")
 
 @functools.partial(jax.jit, static_argnames=("task", "eval_task", *_LOOP_STATICS))
 def _train_jit(
-    task, optimizer, key, train_batches, eval_batches, num_steps, eval_every, data_free, eval_task
-):
+    task, optimizer, theta, key, train_batches, eval_batches, num_steps, eval_every, data_free,
+    eval_task,
+):  # fmt: skip
     return _train_loop(
-        _unwrap(task), _unwrap(optimizer), key, train_batches, eval_batches,
+        _unwrap(task), _resolve_optimizer(optimizer, theta), key, train_batches, eval_batches,
         num_steps, eval_every, data_free, _unwrap(eval_task),
     )  # fmt: skip
 
@@ -300,6 +319,7 @@ def train(
     num_eval_batches: int = 1,
     eval_splits: tuple[str, ...] = EVAL_SPLITS,
     eval_task: Task | None = None,
+    theta: Any = None,
 ) -> TrainResult:
     """Train ``task`` with ``optimizer`` for ``num_steps`` steps in one jitted ``lax.scan``.
 
@@ -308,12 +328,16 @@ def train(
     ``eval_splits`` is recorded, computed by ``eval_task`` (default: ``task``);
     with ``eval_every=None`` only at step 0 and the end. Splits left out of
     ``eval_splits`` are never read (their result fields are None).
+
+    ``optimizer`` may be a ``LearnedOptimizer`` with its meta-parameters as
+    ``theta``: theta is then an argument of the compiled function, so new
+    values of theta (e.g. during meta-training) reuse one compilation.
     """
     if not isinstance(task, Task):
         raise TypeError(f"train expects a Task, got {type(task).__name__}: {task!r}.")
     if eval_task is not None and not isinstance(eval_task, Task):
         raise TypeError(f"eval_task must be a Task or None, got {type(eval_task).__name__}.")
-    _check_optimizer(optimizer)
+    _check_optimizer(optimizer, theta)
     _check_num_eval_batches(num_eval_batches)
     eval_splits = _check_eval_splits(eval_splits)
     eval_every, num_evals = _eval_schedule(num_steps, eval_every)
@@ -325,7 +349,7 @@ def train(
         eval_batches = _stack_eval_batches(datasets, num_evals, num_eval_batches, None, eval_splits)
     with _explain_tracer_errors(f"Task {task.name}"):
         return _train_jit(
-            _static(task), _static(optimizer), key, train_batches, eval_batches,
+            _static(task), _static(optimizer), theta, key, train_batches, eval_batches,
             num_steps=int(num_steps), eval_every=eval_every, data_free=datasets is None,
             eval_task=None if eval_task is None else _static(eval_task),
         )  # fmt: skip
@@ -342,10 +366,12 @@ def _train_family_loop(family, optimizer, cfgs, keys, train_batches, eval_batche
 
 @functools.partial(jax.jit, static_argnames=("family", *_LOOP_STATICS))
 def _train_family_jit(
-    family, optimizer, cfgs, keys, train_batches, eval_batches, num_steps, eval_every, data_free
-):
+    family, optimizer, theta, cfgs, keys, train_batches, eval_batches, num_steps, eval_every,
+    data_free,
+):  # fmt: skip
     return _train_family_loop(
-        _unwrap(family), _unwrap(optimizer), cfgs, keys, train_batches, eval_batches,
+        _unwrap(family), _resolve_optimizer(optimizer, theta), cfgs, keys,
+        train_batches, eval_batches,
         num_steps=num_steps, eval_every=eval_every, data_free=data_free,
     )  # fmt: skip
 
@@ -376,14 +402,16 @@ def train_family(
     eval_every: int | None = None,
     num_eval_batches: int = 1,
     eval_splits: tuple[str, ...] = EVAL_SPLITS,
+    theta: Any = None,
 ) -> TrainResult:
     """Train ``num_tasks`` tasks sampled from ``family`` at once, ``jax.vmap`` over one scan.
 
     Each task gets its own cfg, PRNG key and batches (drawn from the family's
     shared datasets); evaluation losses come from ``family.eval_task_fn(cfg)``.
-    Returns a ``TrainResult`` whose fields lead with the task axis.
+    Returns a ``TrainResult`` whose fields lead with the task axis. A
+    ``LearnedOptimizer`` takes its meta-parameters as ``theta``, as in ``train``.
     """
-    _check_optimizer(optimizer)
+    _check_optimizer(optimizer, theta)
     _check_num_eval_batches(num_eval_batches)
     eval_splits = _check_eval_splits(eval_splits)
     if not isinstance(num_tasks, (int, np.integer)) or num_tasks < 1:
@@ -401,7 +429,8 @@ def train_family(
         )
     with _explain_tracer_errors(f"TaskFamily {family.name}.task_fn"):
         return _train_family_jit(
-            _static(family), _static(optimizer), cfgs, jax.random.split(run_key, num_tasks),
+            _static(family), _static(optimizer), theta, cfgs,
+            jax.random.split(run_key, num_tasks),
             train_batches, eval_batches,
             num_steps=int(num_steps), eval_every=eval_every, data_free=datasets is None,
         )  # fmt: skip

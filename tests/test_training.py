@@ -587,3 +587,24 @@ def test_eval_task_computes_the_evaluation_losses():
     fam = train_family(family, SGD(0.1), jax.random.PRNGKey(0), 2, 4)
     expected = np.broadcast_to(3.0 * plain.inner_valid_loss, fam.inner_valid_loss.shape)
     np.testing.assert_allclose(fam.inner_valid_loss, expected, rtol=1e-6)
+
+
+def test_learned_optimizer_with_theta_reuses_one_compilation():
+    from lopt_core.training import _train_family_jit
+    from lopt_plugins.learned_optimizers import LearnableAdam
+
+    family = single_task_to_family(_ScaledQuadratic(1.0))
+    lopt = LearnableAdam(initial_lr=0.05)
+    theta = lopt.init(jax.random.PRNGKey(0))
+    learned = train_family(family, lopt, jax.random.PRNGKey(1), 2, 8, theta=theta)
+    adam = train_family(family, Adam(0.05), jax.random.PRNGKey(1), 2, 8)
+    np.testing.assert_allclose(learned.train_loss, adam.train_loss, rtol=1e-4)
+    before = _train_family_jit._cache_size()
+    faster = jax.tree_util.tree_map(lambda x: x, theta) | {"log_lr": jnp.log(jnp.float32(0.2))}
+    moved = train_family(family, lopt, jax.random.PRNGKey(1), 2, 8, theta=faster)
+    assert _train_family_jit._cache_size() == before  # new theta, same compiled function
+    assert float(moved.train_loss[0, -1]) < float(learned.train_loss[0, -1])
+    with pytest.raises(ValueError, match="theta"):
+        train_family(family, lopt, jax.random.PRNGKey(1), 2, 8)
+    with pytest.raises(ValueError, match="only for learned optimizers"):
+        train_family(family, Adam(0.05), jax.random.PRNGKey(1), 2, 8, theta=theta)
