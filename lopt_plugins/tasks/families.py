@@ -25,6 +25,8 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import jax.scipy.special
+import numpy as np
 
 from lopt_core import Datasets, Task, TaskFamily
 from lopt_plugins.tasks._common import (
@@ -37,20 +39,23 @@ from lopt_plugins.tasks.image_mlp import ImageMLPTask
 
 Cfg = dict[str, jax.Array]
 
-# Standard deviation of jax.random.truncated_normal(-2, 2), to rescale it to unit variance.
-_TRUNCATED_NORMAL_STD = 0.87962566103423978
+# One uniform draw v in (-1, 1) per weight, turned into each unit-variance distribution by
+# its inverse CDF: lax.switch then picks among cheap transforms, and the task traces a
+# single random draw per kernel (threefry is most of the compile time of an init).
+_ERF_SQRT2 = math.erf(math.sqrt(2.0))  # P(|x| < 2) for x ~ N(0, 1)
+_TRUNCATED_NORMAL_STD = 0.87962566103423978  # std of N(0, 1) truncated to [-2, 2]
 
 
-def _normal(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-    return jax.random.normal(key, shape)
+def _normal(v: jax.Array) -> jax.Array:
+    return math.sqrt(2.0) * jax.scipy.special.erfinv(v)
 
 
-def _uniform(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-    return jax.random.uniform(key, shape, minval=-math.sqrt(3), maxval=math.sqrt(3))
+def _uniform(v: jax.Array) -> jax.Array:
+    return math.sqrt(3.0) * v
 
 
-def _truncated_normal(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-    return jax.random.truncated_normal(key, -2.0, 2.0, shape) / _TRUNCATED_NORMAL_STD
+def _truncated_normal(v: jax.Array) -> jax.Array:
+    return math.sqrt(2.0) * jax.scipy.special.erfinv(_ERF_SQRT2 * v) / _TRUNCATED_NORMAL_STD
 
 
 # Unit-variance distributions for the initializer, by name, in a fixed order (cfg indices).
@@ -122,11 +127,10 @@ class _InitTask(_SampledTask):
                 leaves.append(jnp.zeros(leaf.shape, leaf.dtype))
                 continue
             fan_in = math.prod(leaf.shape[:-1])
-            unit = jax.lax.switch(
-                self.cfg["init_distribution"],
-                [lambda k, f=f, s=leaf.shape: f(k, s) for f in self.distributions],
-                leaf_key,
-            )
+            # Open interval: erfinv(+-1) would be infinite.
+            low = float(np.nextafter(np.float32(-1.0), np.float32(0.0)))
+            v = jax.random.uniform(leaf_key, leaf.shape, minval=low, maxval=1.0)
+            unit = jax.lax.switch(self.cfg["init_distribution"], self.distributions, v)
             leaves.append((self.cfg["init_scale"] / math.sqrt(fan_in) * unit).astype(leaf.dtype))
         return jax.tree_util.tree_unflatten(treedef, leaves)
 
@@ -198,11 +202,13 @@ class _DataTask(_SampledTask):
         # Examples of classes outside the subset get weight 0: shapes stay static.
         weights = class_mask[labels]
         if self.label_noise:
-            flip_key, label_key = jax.random.split(key)
-            flip = jax.random.bernoulli(flip_key, self.cfg["label_noise"], labels.shape)
-            # A wrong label is drawn uniformly from the kept classes.
-            kept_logits = jnp.where(class_mask, 0.0, -jnp.inf)
-            noisy = jax.random.categorical(label_key, kept_logits, shape=labels.shape)
+            # One random draw for both decisions (each random call adds compile time).
+            u = jax.random.uniform(key, (2, *labels.shape))
+            flip = u[0] < self.cfg["label_noise"]
+            # A wrong label is uniform over the kept classes: the j-th kept class, j < count.
+            count = jnp.sum(class_mask)
+            j = jnp.minimum(jnp.floor(u[1] * count), count - 1)
+            noisy = jnp.argmax(jnp.cumsum(class_mask) > j[..., None], axis=-1)
             labels = jnp.where(flip, noisy.astype(labels.dtype), labels)
         logits = self.base.logits(params, batch["image"])
         return classification_loss_and_aux(logits, labels, weights)
