@@ -138,3 +138,43 @@ def stack_task_batches(iterator: Iterator[Batch], num_tasks: int, n: int) -> Bat
         raise ValueError(f"num_tasks must be at least 1, got {num_tasks}.")
     per_task = [stack_batches(iterator, n) for _ in range(num_tasks)]
     return jax.tree_util.tree_map(lambda *xs: np.stack(xs), *per_task)
+
+
+class CountingIterator:
+    """Wraps an iterator and counts the items drawn, so a run can skip them when resumed."""
+
+    def __init__(self, iterator: Iterator[Batch]):
+        self.iterator = iterator
+        self.count = 0
+
+    def __iter__(self) -> CountingIterator:
+        return self
+
+    def __next__(self) -> Batch:
+        item = next(self.iterator)
+        self.count += 1
+        return item
+
+    def skip(self, n: int) -> None:
+        """Draw and drop ``n`` items."""
+        for _ in range(int(n)):
+            next(self)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.iterator, name)  # e.g. a dataset's own example_ids
+
+
+def count_draws(datasets: Datasets) -> dict[str, CountingIterator]:
+    """Make every split of ``datasets`` count its draws (in place; idempotent).
+
+    Returns the counting iterators by split. Everyone sharing this ``Datasets``
+    (e.g. through ``dataset_lru_cache``) draws through them from now on.
+    """
+    counters = {}
+    for split in SPLITS:
+        iterator = datasets.split(split)
+        if not isinstance(iterator, CountingIterator):
+            iterator = CountingIterator(iterator)
+            setattr(datasets, split, iterator)
+        counters[split] = iterator
+    return counters

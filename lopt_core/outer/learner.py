@@ -93,7 +93,7 @@ class GradientLearner:
         """Average ``estimates``, clip, take one outer step (pure: jit it or call it in jit)."""
         grad = tree_map(lambda *g: jnp.mean(jnp.stack(g), axis=0), *[e.grad for e in estimates])
         meta_loss = jnp.mean(jnp.stack([e.mean_loss for e in estimates]))
-        grad_norm = optax.global_norm(grad)
+        grad_norm = optax.tree.norm(grad)
         finite = jnp.isfinite(grad_norm) & jnp.isfinite(meta_loss)
         if self.max_grad_norm is not None:
             scale = jnp.minimum(1.0, self.max_grad_norm / (grad_norm + 1e-12))

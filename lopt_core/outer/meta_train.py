@@ -21,6 +21,7 @@ import jax
 import optax
 from flax import struct
 
+from lopt_core.datasets import count_draws
 from lopt_core.learned.base import LearnedOptimizer
 from lopt_core.outer.checkpoints import load_checkpoint, save_checkpoint
 from lopt_core.outer.gradient_estimators import GradientEstimator, TruncatedPES
@@ -31,7 +32,9 @@ from lopt_core.tasks import TaskFamily
 
 CHECKPOINT_DIR = "checkpoints"
 LATEST = "latest.msgpack"
+BEST = "best.msgpack"
 METRICS_FILE = "metrics.jsonl"
+VALIDATION_FILE = "validation.jsonl"
 OPERATIVE_CONFIG_FILE = "operative_config.gin"
 
 
@@ -137,6 +140,9 @@ def meta_train(
     max_grad_norm: float | None = 3.0,
     num_steps: int = 1000,
     checkpoint_every: int = 100,
+    validate_every: int = 0,
+    validation_tasks: int = 4,
+    validation_steps: int | None = None,
     seed: int = 0,
     resume: bool = False,
     progress: bool = True,
@@ -145,14 +151,23 @@ def meta_train(
 
     ``gradient_estimator`` is called with each truncated step to build an
     estimator (a class such as ``TruncatedPES``, or a gin-configured one).
-    Files written in ``output_dir``: ``metrics.jsonl`` (one JSON object per
-    step), ``checkpoints/latest.msgpack``, and ``operative_config.gin`` when the
-    run was configured through gin.
+    Every ``validate_every`` steps (0: never) the current theta trains
+    ``validation_tasks`` held-out tasks of the family for ``validation_steps``
+    steps (default: the truncation schedule's length) and is scored by the
+    mean final inner_valid loss; the best-scoring theta is kept in
+    ``checkpoints/best.msgpack``. Files written in ``output_dir``:
+    ``metrics.jsonl`` (one JSON object per step), ``validation.jsonl``,
+    ``checkpoints/latest.msgpack``, and ``operative_config.gin`` when the run
+    was configured through gin.
     """
-    if not isinstance(num_steps, int) or num_steps < 1:
-        raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}.")
-    if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
-        raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}.")
+    for what, value, low in (
+        ("num_steps", num_steps, 1),
+        ("checkpoint_every", checkpoint_every, 1),
+        ("validate_every", validate_every, 0),
+        ("validation_tasks", validation_tasks, 1),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{what} must be an integer >= {low}, got {value!r}.")
     output_dir = Path(output_dir)
     latest = _check_output_dir(output_dir, resume)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -161,88 +176,174 @@ def meta_train(
         random_initial_iteration_offset, meta_loss_split, num_estimators, outer_learning_rate,
         max_grad_norm,
     )  # fmt: skip
-    base_key = jax.random.PRNGKey(seed)
-    state = learner.init(jax.random.fold_in(base_key, -1 % 2**31))
-    metrics_path = output_dir / METRICS_FILE
+    if validate_every and validation_steps is None:
+        validation_steps = _default_validation_steps(learner)
+    run = _Run(learner, output_dir, seed, validate_every, validation_tasks, validation_steps)
+    state = learner.init(jax.random.fold_in(run.base_key, -1 % 2**31))
     if resume:
-        state, header = load_checkpoint(latest, state)
-        if header["seed"] != seed:
-            raise ValueError(
-                f"The run in {output_dir} was started with seed {header['seed']}, not {seed}; "
-                "resume it with the same seed (its operative_config.gin has it)."
-            )
-        for est, drawn in zip(learner.estimators, header["batches_drawn"], strict=True):
-            est.truncated_step.fast_forward(drawn)
-        _truncate_metrics(metrics_path, int(state.step))
+        state = run.restore(latest, state)
     _write_operative_config(output_dir)
+    return run.loop(state, num_steps, checkpoint_every, progress)
 
-    def checkpoint(state: LearnerState) -> None:
+
+def _default_validation_steps(learner: GradientLearner) -> int:
+    sched = learner.estimators[0].truncated_step.trunc_sched
+    if isinstance(sched, ConstantTruncationSchedule):
+        return sched.length
+    raise ValueError(
+        f"validate_every needs validation_steps when the truncation schedule ({sched!r}) has "
+        "no fixed length; set meta_train.validation_steps."
+    )
+
+
+class _Run:
+    """One meta-training run's files, data counters, validation and checkpoints."""
+
+    def __init__(
+        self,
+        learner: GradientLearner,
+        output_dir: Path,
+        seed: int,
+        validate_every: int,
+        validation_tasks: int,
+        validation_steps: int | None,
+    ):
+        self.learner = learner
+        self.output_dir = output_dir
+        self.seed = seed
+        self.base_key = jax.random.PRNGKey(seed)
+        self.validate_every = validate_every
+        self.validation_tasks = validation_tasks
+        self.validation_steps = validation_steps
+        self.best_score = math.inf
+        self.checkpoint_dir = output_dir / CHECKPOINT_DIR
+        self.metrics_path = output_dir / METRICS_FILE
+        self.validation_path = output_dir / VALIDATION_FILE
+        family = learner.estimators[0].truncated_step.task_family
+        self.family = family
+        # Count every batch drawn from the family's data (by meta-training and by
+        # validation alike), so a resumed run can skip exactly those.
+        self.counters = {} if family.datasets is None else count_draws(family.datasets)
+        self.baseline = {split: c.count for split, c in self.counters.items()}
+        self.resumed_draws: dict[str, int] = {}
+
+    def draws(self) -> dict[str, int]:
+        return {
+            split: self.resumed_draws.get(split, 0) + c.count - self.baseline[split]
+            for split, c in self.counters.items()
+        }
+
+    def restore(self, latest: Path, template: LearnerState) -> LearnerState:
+        state, header = load_checkpoint(latest, template)
+        if header["seed"] != self.seed:
+            raise ValueError(
+                f"The run in {self.output_dir} was started with seed {header['seed']}, not "
+                f"{self.seed}; resume it with the same seed (its operative_config.gin has it)."
+            )
+        self.resumed_draws = {k: int(v) for k, v in header.get("batches_drawn", {}).items()}
+        for split, count in self.resumed_draws.items():
+            if split in self.counters:
+                self.counters[split].skip(count)
+        self.baseline = {split: c.count for split, c in self.counters.items()}
+        self.best_score = header.get("best_validation", math.inf)
+        step = int(state.step)
+        _truncate_metrics(self.metrics_path, step)
+        _truncate_metrics(self.validation_path, step)
+        return state
+
+    def checkpoint(self, state: LearnerState, name: str = LATEST, **extra: Any) -> None:
         header = {
             "step": int(state.step),
-            "seed": seed,
-            "batches_drawn": [dict(e.truncated_step.batches_drawn) for e in learner.estimators],
-            "learned_optimizer": learned_optimizer.name,
+            "seed": self.seed,
+            "batches_drawn": self.draws(),
+            "best_validation": self.best_score,
+            "learned_optimizer": self.learner.learned_opt.name,
+            **extra,
         }
-        save_checkpoint(latest, state, header)
+        save_checkpoint(self.checkpoint_dir / name, state, header)
 
-    return _run_loop(
-        learner, state, base_key, num_steps, checkpoint_every, checkpoint, metrics_path,
-        output_dir, progress,
-    )  # fmt: skip
+    def validate(self, state: LearnerState) -> dict[str, Any]:
+        """Score theta on held-out tasks; keep it as ``best`` when it is the best so far."""
+        from lopt_core.evaluation import multi_task_training_curves
 
-
-def _run_loop(
-    learner: GradientLearner,
-    state: LearnerState,
-    base_key: jax.Array,
-    num_steps: int,
-    checkpoint_every: int,
-    checkpoint: Callable[[LearnerState], None],
-    metrics_path: Path,
-    output_dir: Path,
-    progress: bool,
-) -> MetaTrainResult:
-    from tqdm.auto import tqdm
-
-    start_step = int(state.step)
-    bar = tqdm(
-        total=num_steps, initial=start_step, desc="meta-train", unit="step", disable=not progress
-    )
-    last: dict[str, Any] = {}
-    pending = None  # (step, device metrics): read one step late so the host never waits
-    t_start = time.perf_counter()
-    interrupted = False
-
-    def flush(pending, metrics_file) -> dict[str, Any]:
-        step, device_metrics = pending
-        row = {"step": step, **{k: float(v) for k, v in jax.device_get(device_metrics).items()}}
-        row["wall_s"] = round(time.perf_counter() - t_start, 4)
-        metrics_file.write(json.dumps(row) + "\n")
-        bar.set_postfix(meta_loss=f"{row['meta_loss']:.4g}", refresh=False)
-        bar.update(1)
-        if not math.isfinite(row["meta_loss"]):
-            bar.write(f"step {step}: non-finite meta-loss; the update was skipped")
+        # The same held-out tasks every time (a key meta-training never uses), so
+        # scores are comparable across steps.
+        key = jax.random.fold_in(jax.random.PRNGKey(self.seed), 2**31 - 2)
+        curves = multi_task_training_curves(
+            self.family, self.learner.learned_opt, key, self.validation_tasks,
+            self.validation_steps, num_eval_batches=4, eval_splits=("inner_valid",),
+            theta=state.theta,
+        )  # fmt: skip
+        final = curves.inner_valid_loss[:, -1]
+        score = float(final.mean()) if all(map(math.isfinite, final)) else math.inf
+        row = {"step": int(state.step), "inner_valid_loss": score, "best": False}
+        if score < self.best_score:
+            self.best_score = score
+            row["best"] = True
+            self.checkpoint(state, BEST, validation_score=score)
+        with open(self.validation_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
         return row
 
-    with open(metrics_path, "a") as metrics_file:
-        try:
-            for step in range(start_step, num_steps):
-                state, metrics = learner.update(state, jax.random.fold_in(base_key, step))
-                if pending is not None:
-                    last = flush(pending, metrics_file)
-                pending = (step + 1, metrics)
-                if (step + 1) % checkpoint_every == 0 and step + 1 < num_steps:
-                    last = flush(pending, metrics_file)
-                    pending = None
-                    metrics_file.flush()
-                    checkpoint(state)
-        except KeyboardInterrupt:
-            interrupted = True
-            bar.write(f"Interrupted: saving a checkpoint at step {int(state.step)} in {output_dir}")
-        finally:
-            # The metrics of the step the state holds go out before the checkpoint does.
-            if pending is not None and pending[0] == int(state.step):
-                last = flush(pending, metrics_file)
-            bar.close()
-    checkpoint(state)
-    return MetaTrainResult(state, str(output_dir), last, interrupted)
+    def loop(
+        self, state: LearnerState, num_steps: int, checkpoint_every: int, progress: bool
+    ) -> MetaTrainResult:
+        from tqdm.auto import tqdm
+
+        start_step = int(state.step)
+        bar = tqdm(
+            total=num_steps, initial=start_step, desc="meta-train", unit="step",
+            disable=not progress,
+        )  # fmt: skip
+        last: dict[str, Any] = {}
+        pending = None  # (step, device metrics): read one step late so the host never waits
+        t_start = time.perf_counter()
+        interrupted = False
+
+        def flush(metrics_file) -> dict[str, Any]:
+            step, device_metrics = pending
+            metrics = jax.device_get(device_metrics)
+            row = {"step": step, **{k: float(v) for k, v in metrics.items()}}
+            row["wall_s"] = round(time.perf_counter() - t_start, 4)
+            metrics_file.write(json.dumps(row) + "\n")
+            bar.set_postfix(meta_loss=f"{row['meta_loss']:.4g}", refresh=False)
+            bar.update(1)
+            if not math.isfinite(row["meta_loss"]):
+                bar.write(f"step {step}: non-finite meta-loss; the update was skipped")
+            return row
+
+        with open(self.metrics_path, "a") as metrics_file:
+            try:
+                for step in range(start_step, num_steps):
+                    state, metrics = self.learner.update(
+                        state, jax.random.fold_in(self.base_key, step)
+                    )
+                    if pending is not None:
+                        last = flush(metrics_file)
+                    pending = (step + 1, metrics)
+                    done = step + 1
+                    if self.validate_every and done % self.validate_every == 0:
+                        row = self.validate(state)
+                        mark = " (best so far)" if row["best"] else ""
+                        bar.write(
+                            f"step {done}: validation inner_valid loss "
+                            f"{row['inner_valid_loss']:.4g}{mark}"
+                        )
+                    if done % checkpoint_every == 0 and done < num_steps:
+                        last = flush(metrics_file)
+                        pending = None
+                        metrics_file.flush()
+                        self.checkpoint(state)
+            except KeyboardInterrupt:
+                interrupted = True
+                bar.write(
+                    f"Interrupted: saving a checkpoint at step {int(state.step)} in "
+                    f"{self.output_dir}"
+                )
+            finally:
+                # The metrics of the step the state holds go out before the checkpoint does.
+                if pending is not None and pending[0] == int(state.step):
+                    last = flush(metrics_file)
+                bar.close()
+        self.checkpoint(state)
+        return MetaTrainResult(state, str(self.output_dir), last, interrupted)

@@ -1,0 +1,234 @@
+"""Evaluation: learning curves over seeds, summaries, and learning-rate tuning on inner_valid.
+
+Built on ``train_family``: the seeds of one task (or the sampled tasks of a
+family) train as one vmapped, compiled call. Tuning reads only the
+inner_valid split; the test split is for reporting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from lopt_core.learned.base import LearnedOptimizer
+from lopt_core.optimizers.base import Optimizer
+from lopt_core.tasks import Task, TaskFamily, single_task_to_family
+from lopt_core.training import EVAL_SPLITS, TrainResult, train_family
+
+
+@dataclasses.dataclass
+class TrainingCurves:
+    """Learning curves of one optimizer over several runs (seeds or sampled tasks).
+
+    ``train_loss`` is ``[runs, num_steps]``; evaluation arrays are
+    ``[runs, len(eval_steps)]`` (None for splits that were not evaluated);
+    ``*_aux`` hold the task's extras (e.g. ``accuracy``) the same way.
+    """
+
+    name: str
+    train_loss: np.ndarray
+    eval_steps: np.ndarray
+    inner_valid_loss: np.ndarray | None
+    test_loss: np.ndarray | None
+    inner_valid_aux: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    test_aux: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_result(cls, name: str, result: TrainResult) -> TrainingCurves:
+        """Curves from a (vmapped) ``TrainResult``, copied to host numpy arrays."""
+        host = jax.device_get(result)
+        as_np = lambda x: None if x is None else np.asarray(x)
+        return cls(
+            name=name,
+            train_loss=np.asarray(host.train_loss),
+            eval_steps=np.asarray(host.eval_steps)[0],
+            inner_valid_loss=as_np(host.inner_valid_loss),
+            test_loss=as_np(host.test_loss),
+            inner_valid_aux={k: np.asarray(v) for k, v in (host.inner_valid_aux or {}).items()},
+            test_aux={k: np.asarray(v) for k, v in (host.test_aux or {}).items()},
+        )
+
+    def at_step(self, split: str, step: int) -> np.ndarray:
+        """Per-run loss of ``split`` at evaluation step ``step`` (must be an evaluation step)."""
+        losses = self._split(split)
+        matches = np.flatnonzero(self.eval_steps == step)
+        if not len(matches):
+            raise ValueError(
+                f"step {step} is not an evaluation step of {self.name}; evaluated at "
+                f"{self.eval_steps.tolist()}."
+            )
+        return losses[:, matches[0]]
+
+    def _split(self, split: str) -> np.ndarray:
+        losses = getattr(self, f"{split}_loss", None) if split in EVAL_SPLITS else None
+        if losses is None:
+            raise ValueError(f"{self.name} has no {split!r} losses (evaluated: {self.splits()}).")
+        return losses
+
+    def splits(self) -> list[str]:
+        """The evaluation splits these curves hold."""
+        return [s for s in EVAL_SPLITS if getattr(self, f"{s}_loss") is not None]
+
+    def summary(self, split: str = "test", target_loss: float | None = None) -> dict[str, Any]:
+        """Final and best loss of ``split`` (mean and sd over runs) and steps to ``target_loss``.
+
+        ``steps_to_target`` is, per run, the first evaluation step whose loss is
+        at or below the target (None for runs that never reach it).
+        """
+        losses = self._split(split)
+        final, best = losses[:, -1], np.nanmin(np.where(np.isfinite(losses), losses, np.nan), 1)
+        out = {
+            "name": self.name,
+            "split": split,
+            "runs": int(losses.shape[0]),
+            "num_steps": int(self.eval_steps[-1]),
+            "final_mean": _finite_mean(final),
+            "final_sd": _finite_sd(final),
+            "best_mean": _finite_mean(best),
+            "best_sd": _finite_sd(best),
+            "diverged_runs": int(np.sum(~np.isfinite(final))),
+        }
+        for name, values in getattr(self, f"{split}_aux").items():
+            out[f"final_{name}_mean"] = _finite_mean(values[:, -1])
+        if target_loss is not None:
+            reached = losses <= target_loss
+            out["target_loss"] = float(target_loss)
+            out["steps_to_target"] = [
+                int(self.eval_steps[np.argmax(r)]) if r.any() else None for r in reached
+            ]
+        return out
+
+
+def _finite_mean(x: np.ndarray) -> float:
+    x = x[np.isfinite(x)]
+    return float(np.mean(x)) if x.size else math.inf
+
+
+def _finite_sd(x: np.ndarray) -> float:
+    x = x[np.isfinite(x)]
+    return float(np.std(x)) if x.size > 1 else 0.0
+
+
+def _name_of(optimizer: Any) -> str:
+    return repr(optimizer) if isinstance(optimizer, Optimizer) else optimizer.name
+
+
+def multi_task_training_curves(
+    family: TaskFamily,
+    optimizer: Optimizer | LearnedOptimizer,
+    key: jax.Array,
+    num_tasks: int,
+    num_steps: int,
+    eval_every: int | None = None,
+    num_eval_batches: int = 1,
+    eval_splits: Sequence[str] = EVAL_SPLITS,
+    theta: Any = None,
+    name: str | None = None,
+) -> TrainingCurves:
+    """Train ``num_tasks`` tasks sampled from ``family`` (vmapped) and return their curves."""
+    result = train_family(
+        family, optimizer, key, num_tasks, num_steps, eval_every=eval_every,
+        num_eval_batches=num_eval_batches, eval_splits=tuple(eval_splits), theta=theta,
+    )  # fmt: skip
+    return TrainingCurves.from_result(name or _name_of(optimizer), result)
+
+
+def single_task_training_curves(
+    task: Task,
+    optimizer: Optimizer | LearnedOptimizer,
+    key: jax.Array,
+    num_steps: int,
+    num_seeds: int = 5,
+    eval_every: int | None = None,
+    num_eval_batches: int = 1,
+    eval_splits: Sequence[str] = EVAL_SPLITS,
+    theta: Any = None,
+    name: str | None = None,
+) -> TrainingCurves:
+    """Train ``task`` from ``num_seeds`` seeds (vmapped; own init and data each): its curves."""
+    if not isinstance(task, Task):
+        raise TypeError(f"expected a Task, got {type(task).__name__}: {task!r}.")
+    return multi_task_training_curves(
+        _seed_family(task), optimizer, key, num_seeds, num_steps, eval_every,
+        num_eval_batches, eval_splits, theta, name,
+    )  # fmt: skip
+
+
+_SEED_FAMILIES: dict[int, TaskFamily] = {}
+
+
+def _seed_family(task: Task) -> TaskFamily:
+    # One family object per task, so repeated evaluations reuse one compilation.
+    family = _SEED_FAMILIES.get(id(task))
+    if family is None or family.task is not task:
+        family = _SEED_FAMILIES[id(task)] = single_task_to_family(task)
+    return family
+
+
+def _as_family(task_or_family: Task | TaskFamily) -> TaskFamily:
+    if isinstance(task_or_family, TaskFamily):
+        return task_or_family
+    if isinstance(task_or_family, Task):
+        return _seed_family(task_or_family)
+    raise TypeError(
+        f"expected a Task or TaskFamily, got {type(task_or_family).__name__}: {task_or_family!r}."
+    )
+
+
+@dataclasses.dataclass
+class TuningResult:
+    """The chosen learning rate, the inner_valid score of every candidate, and its optimizer."""
+
+    best_learning_rate: float
+    scores: dict[float, float]
+    optimizer: Optimizer
+
+
+def tune_learning_rate(
+    make_optimizer: Callable[[float], Optimizer],
+    task_or_family: Task | TaskFamily,
+    key: jax.Array,
+    learning_rates: Sequence[float],
+    num_steps: int,
+    num_runs: int = 5,
+    num_eval_batches: int = 4,
+    progress: Callable[[], None] | None = None,
+) -> TuningResult:
+    """Pick the learning rate whose final inner_valid loss (mean over runs) is lowest.
+
+    Only the inner_valid split is read: the test split stays untouched for
+    reporting. Diverged candidates score ``inf``. ``progress`` is called once
+    per candidate (e.g. a progress bar's ``update``).
+    """
+    learning_rates = [float(lr) for lr in learning_rates]
+    if not learning_rates:
+        raise ValueError("tune_learning_rate needs at least one learning rate, got none.")
+    family = _as_family(task_or_family)
+    scores = {}
+    for lr in learning_rates:
+        curves = multi_task_training_curves(
+            family, make_optimizer(lr), key, num_runs, num_steps,
+            num_eval_batches=num_eval_batches, eval_splits=("inner_valid",),
+        )  # fmt: skip
+        final = curves.inner_valid_loss[:, -1]
+        scores[lr] = float(np.mean(final)) if np.all(np.isfinite(final)) else math.inf
+        if progress is not None:
+            progress()
+    best = min(scores, key=lambda lr: (scores[lr], lr))
+    if not math.isfinite(scores[best]):
+        raise ValueError(
+            f"every learning rate in {learning_rates} diverged on {family.name}; try smaller ones."
+        )
+    return TuningResult(best, scores, make_optimizer(best))
+
+
+def log_grid(low: float, high: float, num: int) -> list[float]:
+    """``num`` learning rates evenly spaced in log space from ``low`` to ``high``."""
+    if not 0 < low < high or num < 2:
+        raise ValueError(f"need 0 < low < high and num >= 2, got {low!r}, {high!r}, {num!r}.")
+    return [float(x) for x in np.geomspace(low, high, num)]
