@@ -170,7 +170,8 @@ def _seed_family(task: Task) -> TaskFamily:
     return family
 
 
-def _as_family(task_or_family: Task | TaskFamily) -> TaskFamily:
+def as_family(task_or_family: Task | TaskFamily) -> TaskFamily:
+    """A family as is; a task as the family of its seeds (cached per task object)."""
     if isinstance(task_or_family, TaskFamily):
         return task_or_family
     if isinstance(task_or_family, Task):
@@ -208,7 +209,7 @@ def tune_learning_rate(
     learning_rates = [float(lr) for lr in learning_rates]
     if not learning_rates:
         raise ValueError("tune_learning_rate needs at least one learning rate, got none.")
-    family = _as_family(task_or_family)
+    family = as_family(task_or_family)
     scores = {}
     for lr in learning_rates:
         curves = multi_task_training_curves(

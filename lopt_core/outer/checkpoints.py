@@ -72,3 +72,20 @@ def _check_shapes(path: Path, template: Any, state: Any) -> None:
                 f"{jax.tree_util.keystr(where)}, but this run's configuration expects "
                 f"{np.shape(t)}. Resume with the config the run was started with."
             )
+
+
+def load_theta(path: str | os.PathLike, template: Any) -> tuple[Any, dict[str, Any]]:
+    """Only the meta-parameters (and header) of a learner checkpoint, shaped like ``template``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No checkpoint at {path}.")
+    raw = serialization.msgpack_restore(path.read_bytes())
+    try:
+        theta = serialization.from_state_dict(template, raw["state"]["theta"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(
+            f"The meta-parameters in {path} do not fit this learned optimizer ({e}); was the run "
+            "made with another configuration?"
+        ) from e
+    _check_shapes(path, template, theta)
+    return theta, json.loads(raw["metadata"])

@@ -1,0 +1,243 @@
+"""Evaluate a meta-training run's learned optimizer against tuned baselines (``lopt eval``).
+
+For each target (held-out tasks of the training family, and any named task),
+the learned optimizer, Adam at 1e-3, and Adam and SGDM with learning rates
+tuned on inner_valid all train for twice the meta-training horizon; test
+losses at the horizon and at twice it go into a table, ``eval.json`` and one
+PNG plot per target.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+
+from lopt_core.evaluation import TrainingCurves, as_family, log_grid, multi_task_training_curves
+from lopt_core.evaluation import tune_learning_rate as _tune
+from lopt_core.learned.base import LearnedOptimizer
+from lopt_core.optimizers import SGDM, Adam
+from lopt_core.outer.checkpoints import load_theta
+from lopt_core.outer.meta_train import BEST, CHECKPOINT_DIR, LATEST, OPERATIVE_CONFIG_FILE
+from lopt_core.outer.truncation_schedules import ConstantTruncationSchedule
+from lopt_core.tasks import Task, TaskFamily
+
+DEFAULT_LR_GRID = tuple(log_grid(1e-4, 1.0, 9))
+EVAL_FILE = "eval.json"
+# Keys for evaluation, disjoint from meta-training's (fold_in of step) and validation's.
+_HELD_OUT, _TUNING = 2**31 - 3, 2**31 - 4
+
+
+def _query_built(selector: str) -> Any:
+    """Build the object a gin binding like ``meta_train.task_family = @X()`` refers to."""
+    import gin
+
+    try:
+        value = gin.query_parameter(selector)
+    except ValueError:
+        return None
+    if isinstance(value, gin.config.ConfigurableReference):
+        return value.scoped_configurable_fn() if value.evaluate else value.scoped_configurable_fn
+    return value
+
+
+def load_run(run_dir: str | os.PathLike, checkpoint: str = "best") -> dict[str, Any]:
+    """The family, learned optimizer, theta, horizon and seed of the run in ``run_dir``.
+
+    ``checkpoint`` is ``best`` (falls back to ``latest`` when the run never
+    validated) or ``latest``.
+    """
+    from lopt_core.gin_config import parse_config
+
+    run_dir = Path(run_dir)
+    config = run_dir / OPERATIVE_CONFIG_FILE
+    if not config.is_file():
+        raise FileNotFoundError(
+            f"{run_dir} is not a lopt run folder: it has no {OPERATIVE_CONFIG_FILE} (written by "
+            "`lopt train`). Point `lopt eval` at the --output-dir of a run."
+        )
+    if checkpoint not in ("best", "latest"):
+        raise ValueError(f"checkpoint must be 'best' or 'latest', got {checkpoint!r}.")
+    parse_config([config])
+    family = _query_built("meta_train.task_family")
+    learned_opt = _query_built("meta_train.learned_optimizer")
+    if not isinstance(family, TaskFamily) or not isinstance(learned_opt, LearnedOptimizer):
+        raise ValueError(
+            f"{config} does not bind meta_train.task_family and meta_train.learned_optimizer; "
+            "was it written by `lopt train`?"
+        )
+    schedule = _query_built("meta_train.truncation_schedule") or ConstantTruncationSchedule(200)
+    horizon = schedule.length if isinstance(schedule, ConstantTruncationSchedule) else None
+    seed = _query_built("meta_train.seed") or 0
+    path = run_dir / CHECKPOINT_DIR / (BEST if checkpoint == "best" else LATEST)
+    used = checkpoint
+    if checkpoint == "best" and not path.is_file():
+        path, used = run_dir / CHECKPOINT_DIR / LATEST, "latest"
+    theta, header = load_theta(path, learned_opt.init(jax.random.PRNGKey(0)))
+    return {
+        "family": family,
+        "learned_optimizer": learned_opt,
+        "theta": theta,
+        "horizon": horizon,
+        "seed": int(seed),
+        "checkpoint": used,
+        "checkpoint_step": header["step"],
+    }
+
+
+def _eval_every(horizon: int) -> int:
+    """The largest divisor of ``horizon`` that is at most a tenth of it (>= 1)."""
+    return max(d for d in range(1, max(1, horizon // 10) + 1) if horizon % d == 0)
+
+
+def evaluate_target(
+    target: TaskFamily,
+    learned_opt: LearnedOptimizer,
+    theta: Any,
+    horizon: int,
+    seeds: int,
+    key: jax.Array,
+    learning_rates: Sequence[float] = DEFAULT_LR_GRID,
+    progress: Callable[[], None] | None = None,
+) -> tuple[list[TrainingCurves], dict[str, float]]:
+    """Curves of the learned optimizer and the baselines on ``target`` for ``2 * horizon`` steps.
+
+    Baseline learning rates are tuned at the horizon on inner_valid with
+    ``seeds`` runs; the chosen rates are returned too.
+    """
+    steps, every = 2 * horizon, _eval_every(horizon)
+    tick = progress or (lambda: None)
+    held_out, tuning = jax.random.fold_in(key, _HELD_OUT), jax.random.fold_in(key, _TUNING)
+
+    def curves(optimizer, name, theta=None):
+        out = multi_task_training_curves(
+            target, optimizer, held_out, seeds, steps, eval_every=every, num_eval_batches=4,
+            theta=theta, name=name,
+        )  # fmt: skip
+        tick()
+        return out
+
+    results = [curves(learned_opt, learned_opt.name, theta), curves(Adam(1e-3), "Adam lr=1e-3")]
+    chosen = {}
+    for label, make in (("Adam", Adam), ("SGDM", SGDM)):
+        tuned = _tune(make, target, tuning, learning_rates, horizon, seeds, progress=tick)
+        chosen[label] = tuned.best_learning_rate
+        results.append(curves(tuned.optimizer, f"{label} tuned lr={tuned.best_learning_rate:.3g}"))
+    return results, chosen
+
+
+def _row(curves: TrainingCurves, horizon: int) -> dict[str, Any]:
+    at_h, at_2h = curves.at_step("test", horizon), curves.at_step("test", 2 * horizon)
+    finite = lambda x: [float(v) if math.isfinite(v) else None for v in x]
+    return {
+        "optimizer": curves.name,
+        "test_loss_at_horizon": finite(at_h),
+        "test_loss_at_2x_horizon": finite(at_2h),
+        "summary": curves.summary("test"),
+    }
+
+
+def _mean_sd(values: Sequence[float | None]) -> str:
+    xs = [v for v in values if v is not None]
+    if not xs:
+        return "diverged"
+    mean = sum(xs) / len(xs)
+    sd = (sum((x - mean) ** 2 for x in xs) / len(xs)) ** 0.5
+    return f"{mean:.4f} ± {sd:.4f}" + ("" if len(xs) == len(values) else " (some diverged)")
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """The report as Markdown tables, one per target."""
+    lines = []
+    for target in report["targets"]:
+        h = target["horizon"]
+        lines += [
+            f"### {target['name']} ({target['seeds']} runs, test loss)",
+            "",
+            f"| optimizer | {h} steps | {2 * h} steps |",
+            "|---|---|---|",
+        ]
+        for row in target["rows"]:
+            at_h, at_2h = row["test_loss_at_horizon"], row["test_loss_at_2x_horizon"]
+            lines.append(f"| {row['optimizer']} | {_mean_sd(at_h)} | {_mean_sd(at_2h)} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "target"
+
+
+def evaluate_run(
+    run_dir: str | os.PathLike,
+    tasks: Sequence[Task | TaskFamily] = (),
+    steps: int | None = None,
+    seeds: int = 5,
+    checkpoint: str = "best",
+    learning_rates: Sequence[float] = DEFAULT_LR_GRID,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate the run in ``run_dir``; writes ``eval.json`` and ``eval_<target>.png`` there.
+
+    Targets: new samples of the training family, then each of ``tasks``
+    (a Task is run from ``seeds`` seeds). ``steps`` is the horizon to report
+    at (default: the run's truncation length); curves run to twice it.
+    """
+    from tqdm.auto import tqdm
+
+    from lopt_core.plotting import plot_curves
+
+    if not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds must be a positive integer, got {seeds!r}.")
+    run_dir = Path(run_dir)
+    run = load_run(run_dir, checkpoint)
+    horizon = steps or run["horizon"]
+    if not horizon or horizon < 1:
+        raise ValueError(
+            "the run's truncation schedule has no fixed length: pass --steps N (the horizon to "
+            f"report at), got {steps!r}."
+        )
+    targets = [(f"{run['family'].name} (held-out tasks)", run["family"])]
+    targets += [(t.name, as_family(t)) for t in tasks]
+    per_target = 2 + 2 * len(learning_rates) + 2
+    bar = tqdm(total=per_target * len(targets), desc="lopt eval", unit="run", disable=not progress)
+    key = jax.random.PRNGKey(run["seed"])
+    report = {
+        "run_dir": str(run_dir),
+        "checkpoint": run["checkpoint"],
+        "checkpoint_step": run["checkpoint_step"],
+        "learned_optimizer": run["learned_optimizer"].name,
+        "learning_rate_grid": list(learning_rates),
+        "targets": [],
+    }
+    try:
+        for name, family in targets:
+            bar.set_postfix_str(name[:40])
+            curves, chosen = evaluate_target(
+                family, run["learned_optimizer"], run["theta"], horizon, seeds, key,
+                learning_rates, bar.update,
+            )  # fmt: skip
+            plot = plot_curves(
+                curves, run_dir / f"eval_{_slug(name)}.png", "test",
+                title=f"{name}: test loss ({seeds} runs)", marker_steps=[horizon],
+            )  # fmt: skip
+            report["targets"].append(
+                {
+                    "name": name,
+                    "horizon": horizon,
+                    "seeds": seeds,
+                    "tuned_learning_rates": chosen,
+                    "plot": plot.name,
+                    "rows": [_row(c, horizon) for c in curves],
+                }
+            )
+    finally:
+        bar.close()
+    (run_dir / EVAL_FILE).write_text(json.dumps(report, indent=2) + "\n")
+    return report
