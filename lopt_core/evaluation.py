@@ -204,17 +204,19 @@ def tune_learning_rate(
 
     Only the inner_valid split is read: the test split stays untouched for
     reporting. Diverged candidates score ``inf``. ``progress`` is called once
-    per candidate (e.g. a progress bar's ``update``).
+    per candidate (e.g. a progress bar's ``update``). ``make_optimizer`` is
+    called with a traced learning rate, so the whole sweep compiles once.
     """
     learning_rates = [float(lr) for lr in learning_rates]
     if not learning_rates:
         raise ValueError("tune_learning_rate needs at least one learning rate, got none.")
     family = as_family(task_or_family)
+    by_lr = _by_learning_rate(make_optimizer)
     scores = {}
     for lr in learning_rates:
         curves = multi_task_training_curves(
-            family, make_optimizer(lr), key, num_runs, num_steps,
-            num_eval_batches=num_eval_batches, eval_splits=("inner_valid",),
+            family, by_lr, key, num_runs, num_steps, num_eval_batches=num_eval_batches,
+            eval_splits=("inner_valid",), theta=np.float32(lr),
         )  # fmt: skip
         final = curves.inner_valid_loss[:, -1]
         scores[lr] = float(np.mean(final)) if np.all(np.isfinite(final)) else math.inf
@@ -226,6 +228,29 @@ def tune_learning_rate(
             f"every learning rate in {learning_rates} diverged on {family.name}; try smaller ones."
         )
     return TuningResult(best, scores, make_optimizer(best))
+
+
+class _ByLearningRate(LearnedOptimizer):
+    """``make_optimizer`` seen as a learned optimizer whose theta is the learning rate."""
+
+    def __init__(self, make_optimizer: Callable[[Any], Optimizer]):
+        self.make_optimizer = make_optimizer
+
+    def init(self, key: jax.Array) -> Any:
+        raise NotImplementedError("a learning-rate sweep has no initial theta")
+
+    def opt_fn(self, theta: Any, is_training: bool = False) -> Optimizer:
+        return self.make_optimizer(theta)
+
+
+_SWEEPS: dict[Any, _ByLearningRate] = {}
+
+
+def _by_learning_rate(make_optimizer: Callable[[Any], Optimizer]) -> _ByLearningRate:
+    # One object per factory: repeated sweeps reuse their compilation.
+    if make_optimizer not in _SWEEPS:
+        _SWEEPS[make_optimizer] = _ByLearningRate(make_optimizer)
+    return _SWEEPS[make_optimizer]
 
 
 def log_grid(low: float, high: float, num: int) -> list[float]:

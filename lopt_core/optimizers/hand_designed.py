@@ -6,6 +6,7 @@ jitted training loop compiled for one is reused for an equal one.
 
 from __future__ import annotations
 
+import jax
 import optax
 
 from lopt_core.optimizers.optax_adapter import OptaxOptimizer
@@ -15,6 +16,13 @@ class _HyperParamOptimizer(OptaxOptimizer):
     """An ``OptaxOptimizer`` defined by a few float hyper-parameters."""
 
     def __init__(self, tx: optax.GradientTransformation, **hyper_params: float):
+        traced = any(isinstance(v, jax.core.Tracer) for v in hyper_params.values())
+        if not traced:  # traced values (e.g. a learning-rate sweep under jit) can't be checked
+            self._check(hyper_params)
+        super().__init__(tx)
+        self.hyper_params = hyper_params
+
+    def _check(self, hyper_params: dict) -> None:
         for name, value in hyper_params.items():
             if not isinstance(value, (int, float)) or value != value:  # rejects NaN too
                 raise TypeError(f"{type(self).__name__}: {name} must be a number, got {value!r}.")
@@ -23,8 +31,6 @@ class _HyperParamOptimizer(OptaxOptimizer):
                 f"{type(self).__name__}: learning_rate must be positive, got "
                 f"{hyper_params['learning_rate']!r}."
             )
-        super().__init__(tx)
-        self.hyper_params = hyper_params
 
     def _key(self) -> tuple:
         return (type(self), tuple(sorted(self.hyper_params.items())))
