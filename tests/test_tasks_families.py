@@ -19,6 +19,13 @@ from lopt_plugins.tasks import (
 )
 
 KEY = jax.random.PRNGKey(0)
+
+
+def _sample(family: lopt_core.TaskFamily, n: int):
+    """``n`` cfgs of ``family``, sampled in one compiled call (eager vmap compiles op by op)."""
+    return jax.jit(family.sample_tasks, static_argnums=1)(KEY, n)
+
+
 SMALL = {"hidden_sizes": (16,), "batch_size": 8}
 
 
@@ -66,7 +73,7 @@ def test_init_family_scale_and_distribution():
 
 def test_init_family_samples_log_uniform_scales():
     family = ImageMLPInitFamily(min_init_scale=0.5, max_init_scale=2.0, **SMALL)
-    cfgs = family.sample_tasks(KEY, 64)
+    cfgs = _sample(family, 64)
     scales = np.asarray(cfgs["init_scale"])
     assert np.all((scales >= 0.5) & (scales <= 2.0))
     assert set(np.asarray(cfgs["init_distribution"]).tolist()) == {0, 1, 2}
@@ -86,7 +93,7 @@ def test_data_family_trains_8_tasks_in_one_call():
 
 def test_data_family_samples_class_subsets():
     family = ImageMLPDataFamily(min_classes=3, max_label_noise=0.2, **SMALL)
-    cfgs = family.sample_tasks(KEY, 64)
+    cfgs = _sample(family, 64)
     counts = np.asarray(cfgs["class_mask"]).sum(axis=1)
     assert counts.min() >= 3 and counts.max() <= 10 and len(set(counts.tolist())) > 3
     noise = np.asarray(cfgs["label_noise"])
@@ -105,19 +112,25 @@ def test_data_family_loss_uses_only_kept_classes_and_noise_follows_the_key():
     logits = family.base_task.logits(params, batch["image"])
     per_example = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
     kept = np.array([0, 1, 3, 5])  # the examples labelled 0 or 3
-    loss, aux = clean_task.loss_and_aux(params, KEY, batch)
+    clean_loss, noisy_loss = jax.jit(clean_task.loss), jax.jit(task.loss)
+    loss = clean_loss(params, KEY, batch)
     np.testing.assert_allclose(loss, per_example[kept].mean(), rtol=1e-5)
     k1, k2 = jax.random.split(KEY)
-    np.testing.assert_allclose(
-        clean_task.loss(params, k1, batch), clean_task.loss(params, k2, batch)
-    )
-    noisy = {float(task.loss(params, k, batch)) for k in jax.random.split(KEY, 8)}
+    np.testing.assert_allclose(clean_loss(params, k1, batch), clean_loss(params, k2, batch))
+    noisy = {float(noisy_loss(params, k, batch)) for k in jax.random.split(KEY, 8)}
     assert len(noisy) > 1  # label noise is redrawn from the loss key
+    # Wrong labels are drawn from the kept classes: with only class 0 kept, every label stays 0.
+    only_0 = {"class_mask": jnp.arange(10) == 0, "label_noise": jnp.array(1.0)}
+    np.testing.assert_allclose(
+        jax.jit(family.task_fn(only_0).loss)(params, k1, batch),
+        per_example[np.array([0, 3])].mean(),
+        rtol=1e-5,
+    )
 
 
 def test_activation_family_trains_8_tasks_in_one_call():
     family = ImageMLPActivationFamily(**SMALL)
-    assert len(set(np.asarray(family.sample_tasks(KEY, 8)["activation"]).tolist())) > 2
+    assert len(set(np.asarray(_sample(family, 8)["activation"]).tolist())) > 2
     losses = _train_8(family)
     assert np.mean(losses[:, 1] < losses[:, 0]) >= 0.75
 

@@ -105,6 +105,8 @@ def test_equal_arguments_give_equal_tasks():
     assert a == b and hash(a) == hash(b)
     assert a != ImageMLPTask(hidden_sizes=(16,), batch_size=16)
     assert a != ImageConvTask(batch_size=16)
+    a.name = "renamed"  # names can be assigned, as for any lopt_core.Task
+    assert a.name == "renamed" and a == b
 
 
 @pytest.mark.parametrize(

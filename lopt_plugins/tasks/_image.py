@@ -89,10 +89,12 @@ def preset(
 
         def __init__(self, batch_size: int = 128, data_dir: str | None = None):
             base.__init__(self, batch_size=batch_size, data_dir=data_dir, **fixed)
+            self.name = name
     else:
 
         def __init__(self, batch_size: int = 128):
             base.__init__(self, batch_size=batch_size, **fixed)
+            self.name = name
 
     cls = type(
         name,
@@ -102,7 +104,6 @@ def preset(
             "__doc__": doc,
             "__module__": base.__module__,
             "__qualname__": name,
-            "name": property(lambda self: name),
         },
     )
     return cls

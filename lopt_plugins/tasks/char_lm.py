@@ -102,10 +102,7 @@ class CharLMTask(ArgsEquality, Task):
             ("sequence_length", sequence_length),
             ("path", path),
         )
-
-    @property
-    def name(self) -> str:
-        return f"CharLM_{self.dataset_tag}_{self.cell.upper()}{self.hidden_size}"
+        self.name = f"CharLM_{self.dataset_tag}_{cell.upper()}{hidden_size}"
 
     def init(self, key: jax.Array) -> Any:
         """Flax's default initialization of the embedding, the cell and the output layer."""
@@ -128,6 +125,7 @@ def _char_lm_preset(name: str, cell: str, hidden_size: int, embed_size: int) -> 
         CharLMTask.__init__(
             self, "text", cell, hidden_size, embed_size, batch_size, sequence_length, path
         )
+        self.name = name
 
     doc = (
         f"One-layer {cell.upper()} ({hidden_size} units, {embed_size}-dim embedding) character "
@@ -141,7 +139,6 @@ def _char_lm_preset(name: str, cell: str, hidden_size: int, embed_size: int) -> 
             "__doc__": doc,
             "__module__": __name__,
             "__qualname__": name,
-            "name": property(lambda self: name),
         },
     )
 

@@ -63,12 +63,9 @@ class ImageConvTask(ImageClassificationTask):
             ("batch_size", batch_size),
             ("data_dir", data_dir),
         )
-
-    @property
-    def name(self) -> str:
         channels = "x".join(str(c) for c in self.channels)
-        act = "" if self.activation == "relu" else f"_{ACTIVATION_TAGS[self.activation]}"
-        return f"Conv_{self.dataset_tag}_{channels}{act}"
+        act = "" if activation == "relu" else f"_{ACTIVATION_TAGS[activation]}"
+        self.name = f"Conv_{self.dataset_tag}_{channels}{act}"
 
 
 # (name, dataset, image size, channels)

@@ -82,10 +82,7 @@ class _ImageMLPFamily(ArgsEquality, TaskFamily):
         self.datasets = self.base_task.datasets
         self.num_classes = self.base_task.num_classes
         self._args = self.base_task._args
-
-    @property
-    def name(self) -> str:
-        return f"{type(self).__name__}_{self.base_task.name.removeprefix('ImageMLP_')}"
+        self.name = f"{type(self).__name__}_{self.base_task.name.removeprefix('ImageMLP_')}"
 
 
 class _SampledTask(Task):
@@ -93,13 +90,9 @@ class _SampledTask(Task):
 
     def __init__(self, family: _ImageMLPFamily, cfg: Cfg):
         self.base = family.base_task
-        self.family_name = family.name
         self.cfg = cfg
         self.datasets = self.base.datasets
-
-    @property
-    def name(self) -> str:
-        return f"{self.family_name}/sample"
+        self.name = f"{family.name}/sample"
 
     def init(self, key: jax.Array) -> Any:
         return self.base.init(key)
@@ -307,11 +300,8 @@ class ImageMLPActivationFamily(_ImageMLPFamily):
             dataset, image_size, hidden_sizes, self.activations[0], batch_size, data_dir
         )
         self._args += (("activations", self.activations),)
-
-    @property
-    def name(self) -> str:
         sizes = "x".join(str(s) for s in self.base_task.hidden_sizes) or "Linear"
-        return f"ImageMLPActivationFamily_{self.base_task.dataset_tag}_{sizes}"
+        self.name = f"ImageMLPActivationFamily_{self.base_task.dataset_tag}_{sizes}"
 
     def sample(self, key: jax.Array) -> Cfg:
         """A uniformly drawn index into ``activations``."""

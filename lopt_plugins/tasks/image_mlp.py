@@ -62,11 +62,8 @@ class ImageMLPTask(ImageClassificationTask):
             ("batch_size", batch_size),
             ("data_dir", data_dir),
         )
-
-    @property
-    def name(self) -> str:
         sizes = "x".join(str(s) for s in self.hidden_sizes) or "Linear"
-        return f"ImageMLP_{self.dataset_tag}_{ACTIVATION_TAGS[self.activation]}{sizes}"
+        self.name = f"ImageMLP_{self.dataset_tag}_{ACTIVATION_TAGS[activation]}{sizes}"
 
 
 # (name, dataset, image size, hidden sizes, activation)

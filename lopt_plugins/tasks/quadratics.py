@@ -36,10 +36,7 @@ class QuadraticTask(ArgsEquality, Task):
     def __init__(self, dim: int = 10):
         self.dim = _check_dim(dim)
         self._args = (("dim", dim),)
-
-    @property
-    def name(self) -> str:
-        return f"QuadraticTask_Dim{self.dim}"
+        self.name = f"QuadraticTask_Dim{dim}"
 
     def init(self, key: jax.Array) -> jax.Array:
         """Parameters drawn from ``N(0, I)``."""
@@ -61,10 +58,7 @@ class _TargetQuadratic(Task):
 
     def __init__(self, target: jax.Array):
         self.target = target
-
-    @property
-    def name(self) -> str:
-        return "FixedDimQuadraticFamily/sample"
+        self.name = "FixedDimQuadraticFamily/sample"
 
     def init(self, key: jax.Array) -> jax.Array:
         return jax.random.normal(key, self.target.shape)
@@ -89,10 +83,7 @@ class FixedDimQuadraticFamily(ArgsEquality, TaskFamily):
     def __init__(self, dim: int = 10):
         self.dim = _check_dim(dim)
         self._args = (("dim", dim),)
-
-    @property
-    def name(self) -> str:
-        return f"FixedDimQuadraticFamily_Dim{self.dim}"
+        self.name = f"FixedDimQuadraticFamily_Dim{dim}"
 
     def sample(self, key: jax.Array) -> dict[str, jax.Array]:
         """A target drawn from ``N(0, I)``."""
@@ -110,10 +101,7 @@ class _NoisyConditionedQuadratic(Task):
 
     def __init__(self, cfg: dict[str, jax.Array]):
         self.cfg = cfg
-
-    @property
-    def name(self) -> str:
-        return "NoisyConditionedQuadraticFamily/sample"
+        self.name = "NoisyConditionedQuadraticFamily/sample"
 
     def init(self, key: jax.Array) -> jax.Array:
         return jax.random.normal(key, self.cfg["target"].shape)
@@ -179,10 +167,7 @@ class NoisyConditionedQuadraticFamily(ArgsEquality, TaskFamily):
             ("max_noise_std", self.max_noise_std),
             ("rotate", self.rotate),
         )
-
-    @property
-    def name(self) -> str:
-        return f"NoisyConditionedQuadraticFamily_Dim{self.dim}"
+        self.name = f"NoisyConditionedQuadraticFamily_Dim{dim}"
 
     def sample(self, key: jax.Array) -> dict[str, jax.Array]:
         """Draw condition number, rotation, target and noise level."""
