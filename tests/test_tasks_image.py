@@ -46,12 +46,21 @@ def test_image_mlp_on_digits_learns():
 
 
 def test_conv_on_digits_learns():
+    # Two layers, as in the presets: one stride-2 layer and a global pool barely learns digits.
     task = ImageConvTask("digits", (8, 8), channels=(8, 16), batch_size=16)
     assert task.name == "Conv_Digits8_8x16"
-    params = task.init(KEY)["params"]
-    assert params["conv_0"]["kernel"].shape == (3, 3, 1, 8)
-    assert params["logits"]["kernel"].shape == (16, 10)
     _check_learns(task)
+
+
+def test_conv_parameter_shapes_follow_channels():
+    task = ImageConvTask("digits", (8, 8), channels=(8, 16), activation="tanh", batch_size=16)
+    assert task.name == "Conv_Digits8_8x16_Tanh"  # relu, the default, is left out of names
+    shapes = jax.tree_util.tree_map(jnp.shape, jax.eval_shape(task.init, KEY))["params"]
+    assert shapes["conv_0"]["kernel"] == (3, 3, 1, 8)
+    assert shapes["conv_1"]["kernel"] == (3, 3, 8, 16)
+    assert shapes["logits"]["kernel"] == (16, 10)
+    images = jnp.zeros((5, 8, 8, 1))
+    assert jax.eval_shape(task.logits, jax.eval_shape(task.init, KEY), images).shape == (5, 10)
 
 
 def test_classification_normalizer():

@@ -9,6 +9,7 @@ counts as "as bad as it gets" instead of poisoning a meta-loss average.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -91,6 +92,17 @@ def activation_fn(name: str) -> Callable[[jax.Array], jax.Array]:
     return ACTIVATIONS[name]
 
 
+def positive_int(value: Any, what: str) -> int:
+    """``value`` as a Python int (numpy ints welcome), or a ValueError if it is not positive."""
+    try:
+        number = None if isinstance(value, bool) else operator.index(value)
+    except TypeError:
+        number = None
+    if number is None or number < 1:
+        raise ValueError(f"{what} must be a positive int, got {value!r}.")
+    return number
+
+
 def positive_int_tuple(value: Any, what: str, allow_empty: bool = True) -> tuple[int, ...]:
     """``value`` (a sequence of positive ints) as a tuple, so that it can be hashed."""
     try:
@@ -120,8 +132,7 @@ def image_datasets(
     image_size = positive_int_tuple(image_size, "image_size")
     if len(image_size) != 2:
         raise ValueError(f"image_size must be (height, width), got {image_size!r}.")
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+    batch_size = positive_int(batch_size, "batch_size")
     if isinstance(dataset, Datasets):
         shape = image_shape(dataset)
         if tuple(shape[:2]) != image_size:

@@ -18,6 +18,7 @@ from lopt_plugins.tasks._common import (
     extra_int,
     image_datasets,
     image_shape,
+    positive_int,
 )
 
 Batch = dict[str, Any]
@@ -48,6 +49,7 @@ class ImageClassificationTask(ArgsEquality, Task):
     ):
         self.activation = activation
         self._activation_fn = activation_fn(activation)
+        batch_size = positive_int(batch_size, "batch_size")
         self.datasets, self.dataset_tag, self.image_size = image_datasets(
             dataset, image_size, batch_size, data_dir
         )

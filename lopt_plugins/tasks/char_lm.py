@@ -20,6 +20,7 @@ from lopt_plugins.tasks._common import (
     classification_loss_and_aux,
     classification_normalizer,
     extra_int,
+    positive_int,
 )
 
 CELLS: dict[str, type[nn.RNNCellBase]] = {"lstm": nn.LSTMCell, "gru": nn.GRUCell}
@@ -41,19 +42,14 @@ class CharRNN(nn.Module):
         return nn.Dense(self.vocab_size, name="logits")(x)
 
 
-def _positive_int(value: Any, what: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{what} must be a positive int, got {value!r}.")
-    return value
-
-
 class CharLMTask(ArgsEquality, Task):
     """A one-layer character RNN language model (``cell`` is ``"lstm"`` or ``"gru"``).
 
     ``dataset`` is ``"text"`` (``lopt_plugins.datasets.text`` built with
     ``batch_size``, ``sequence_length`` and ``path``) or a ``lopt_core.Datasets``
-    of text batches with ``extra_info["vocab_size"]``. The data is built when
-    the task is constructed.
+    of text batches with ``extra_info["vocab_size"]`` (``batch_size``,
+    ``sequence_length`` and ``path`` then play no part: the batches are the
+    Datasets'). The data is built when the task is constructed.
     """
 
     def __init__(
@@ -68,10 +64,10 @@ class CharLMTask(ArgsEquality, Task):
     ):
         if cell not in CELLS:
             raise ValueError(f"Unknown cell {cell!r}; the known cells are {', '.join(CELLS)}.")
-        _positive_int(hidden_size, "hidden_size")
-        _positive_int(embed_size, "embed_size")
-        _positive_int(batch_size, "batch_size")
-        _positive_int(sequence_length, "sequence_length")
+        hidden_size = positive_int(hidden_size, "hidden_size")
+        embed_size = positive_int(embed_size, "embed_size")
+        batch_size = positive_int(batch_size, "batch_size")
+        sequence_length = positive_int(sequence_length, "sequence_length")
         if isinstance(dataset, Datasets):
             self.datasets = dataset
             tag = str(dataset.extra_info.get("name", "Custom"))

@@ -60,7 +60,7 @@ class ImageConvTask(ImageClassificationTask):
             ("image_size", self.image_size),
             ("channels", self.channels),
             ("activation", activation),
-            ("batch_size", batch_size),
+            ("batch_size", self.batch_size),
             ("data_dir", data_dir),
         )
         channels = "x".join(str(c) for c in self.channels)

@@ -37,8 +37,9 @@ class ImageMLPTask(ImageClassificationTask):
 
     ``dataset`` is a built-in name (``digits``, ``mnist``, ``fashion_mnist``,
     ``kmnist``, ``cifar10``) built at ``image_size`` with ``batch_size``, or a
-    ``lopt_core.Datasets`` of image batches (whose images must be ``image_size``).
-    ``data_dir`` is passed to datasets read from files. Loss, extras and
+    ``lopt_core.Datasets`` of image batches (whose images must be ``image_size``;
+    ``batch_size`` and ``data_dir`` then play no part). ``data_dir`` is passed to
+    datasets read from files. Loss, extras and
     normalizer: see ``ImageClassificationTask`` (normalized loss = loss / log(classes)).
     """
 
@@ -59,7 +60,7 @@ class ImageMLPTask(ImageClassificationTask):
             ("image_size", self.image_size),
             ("hidden_sizes", self.hidden_sizes),
             ("activation", activation),
-            ("batch_size", batch_size),
+            ("batch_size", self.batch_size),
             ("data_dir", data_dir),
         )
         sizes = "x".join(str(s) for s in self.hidden_sizes) or "Linear"

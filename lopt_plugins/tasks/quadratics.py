@@ -13,16 +13,10 @@ import jax
 import jax.numpy as jnp
 
 from lopt_core import Task, TaskFamily
-from lopt_plugins.tasks._common import ArgsEquality, clipped
+from lopt_plugins.tasks._common import ArgsEquality, clipped, positive_int
 
 # Quadratics may overshoot early on and recover, so they tolerate more than classifiers.
 QUADRATIC_MAX = 10.0
-
-
-def _check_dim(dim: int) -> int:
-    if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
-        raise ValueError(f"dim must be a positive int, got {dim!r}.")
-    return dim
 
 
 class QuadraticTask(ArgsEquality, Task):
@@ -34,7 +28,7 @@ class QuadraticTask(ArgsEquality, Task):
     datasets = None
 
     def __init__(self, dim: int = 10):
-        self.dim = _check_dim(dim)
+        self.dim = dim = positive_int(dim, "dim")
         self._args = (("dim", dim),)
         self.name = f"QuadraticTask_Dim{dim}"
 
@@ -81,7 +75,7 @@ class FixedDimQuadraticFamily(ArgsEquality, TaskFamily):
     datasets = None
 
     def __init__(self, dim: int = 10):
-        self.dim = _check_dim(dim)
+        self.dim = dim = positive_int(dim, "dim")
         self._args = (("dim", dim),)
         self.name = f"FixedDimQuadraticFamily_Dim{dim}"
 
@@ -145,7 +139,7 @@ class NoisyConditionedQuadraticFamily(ArgsEquality, TaskFamily):
         max_noise_std: float = 1.0,
         rotate: bool = True,
     ):
-        self.dim = _check_dim(dim)
+        self.dim = dim = positive_int(dim, "dim")
         for name, lo, hi in (
             ("log10_condition", min_log10_condition, max_log10_condition),
             ("noise_std", min_noise_std, max_noise_std),
