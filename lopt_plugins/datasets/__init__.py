@@ -3,7 +3,7 @@
 Each builder returns a ``lopt_core.Datasets`` (train, inner_valid, outer_valid,
 test: disjoint, deterministic, endless random batches of one fixed shape) and
 is cached through ``lopt_core.dataset_lru_cache``: equal arguments give the
-very same object. See docs/datasets.md.
+very same object. See the Datasets section of docs/tasks.md.
 """
 
 from __future__ import annotations
