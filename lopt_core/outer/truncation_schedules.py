@@ -65,8 +65,10 @@ class LogUniformLengthSchedule(TruncationSchedule):
         log_min = jnp.log(jnp.float32(self.min_length))
         log_max = jnp.log(jnp.float32(self.max_length) + 1.0)
         length = jnp.exp(jax.random.uniform(key, (), jnp.float32, log_min, log_max))
-        length = jnp.clip(jnp.floor(length), low, high)
-        return length.astype(jnp.int32)
+        length = jnp.clip(jnp.floor(length), low, high).astype(jnp.int32)
+        # Bounds that float32 cannot represent (e.g. min_length == 2**31 - 1) round below
+        # min_length; a final clip in exact int32 arithmetic restores them.
+        return jnp.clip(length, self.min_length, self.max_length)
 
 
 class NeverEndingTruncationSchedule(TruncationSchedule):
