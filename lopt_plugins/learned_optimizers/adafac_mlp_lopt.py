@@ -66,11 +66,12 @@ def _init_factored(p: jax.Array, k: int) -> FactoredMoments:
 
 def _update_factored(decays, f: FactoredMoments, g: jax.Array) -> FactoredMoments:
     g2 = jnp.square(g) + _EPS
+    # Casts keep the accumulators' dtype (float32 decays would promote bfloat16).
     if f.full is not None:
-        return f.replace(full=ema(decays, f.full, g2))
+        return f.replace(full=ema(decays, f.full, g2).astype(f.full.dtype))
     return f.replace(
-        row=ema(decays, f.row, jnp.mean(g2, axis=-1)),
-        col=ema(decays, f.col, jnp.mean(g2, axis=-2)),
+        row=ema(decays, f.row, jnp.mean(g2, axis=-1)).astype(f.row.dtype),
+        col=ema(decays, f.col, jnp.mean(g2, axis=-2)).astype(f.col.dtype),
     )
 
 
@@ -149,7 +150,9 @@ class _AdafacMLPLOptOptimizer(Optimizer):
         tree_map = jax.tree_util.tree_map
         momentum_decays = jnp.asarray(lopt.momentum_decays, jnp.float32)
         adafactor_decays = jnp.asarray(lopt.adafactor_decays, jnp.float32)
-        momenta = tree_map(lambda m, g: ema(momentum_decays, m, g), opt_state.momenta, grad)
+        momenta = tree_map(
+            lambda m, g: ema(momentum_decays, m, g).astype(m.dtype), opt_state.momenta, grad
+        )
         rms = tree_map(
             lambda v, g: lopt.rms_decay * v + (1 - lopt.rms_decay) * jnp.square(g),
             opt_state.rms,
@@ -183,7 +186,8 @@ class _AdafacMLPLOptOptimizer(Optimizer):
             features = with_time_features(second_moment_normalize(features), time_features)
             out = lopt.mlp.apply(self.theta, features)
             direction, magnitude = out[..., 0], out[..., 1]
-            return p - direction * jnp.exp(magnitude * lopt.exp_mult) * lopt.step_mult
+            step = direction * jnp.exp(magnitude * lopt.exp_mult) * lopt.step_mult
+            return (p - step).astype(p.dtype)  # the MLP is float32; keep e.g. bfloat16
 
         params = tree_map(step, opt_state.params, grad, momenta, rms, factored, is_leaf=is_factored)
         return AdafacMLPLOptState(

@@ -15,6 +15,22 @@ from lopt_core.learned import LearnedOptimizer
 from lopt_core.optimizers import OptaxOptimizer, Optimizer
 
 
+class _LearnedOptaxOptimizer(OptaxOptimizer):
+    """``OptaxOptimizer`` whose optax state keeps the dtypes it was initialized with.
+
+    The hyper-parameters come from ``theta`` as float32 arrays, which would promote
+    e.g. bfloat16 momenta to float32 on every update and break ``lax.scan`` loops
+    (whose carry must keep its types). Parameters keep theirs through ``apply_updates``.
+    """
+
+    def update(self, opt_state, grad, loss=None, model_state=None, key=None):
+        new = super().update(opt_state, grad, loss=loss, model_state=model_state, key=key)
+        optax_state = jax.tree_util.tree_map(
+            lambda n, o: n.astype(o.dtype), new.optax_state, opt_state.optax_state
+        )
+        return new.replace(optax_state=optax_state)
+
+
 def _log(value: float, what: str, owner: str) -> jax.Array:
     if not 0 < value:
         raise ValueError(f"{owner}: {what} must be positive, got {value!r}.")
@@ -38,7 +54,7 @@ class LearnableSGD(LearnedOptimizer):
         return {"log_lr": _log(self.initial_lr, "initial_lr", self.name)}
 
     def opt_fn(self, theta: dict, is_training: bool = False) -> Optimizer:
-        return OptaxOptimizer(optax.sgd(jnp.exp(theta["log_lr"])))
+        return _LearnedOptaxOptimizer(optax.sgd(jnp.exp(theta["log_lr"])))
 
 
 class LearnableSGDM(LearnedOptimizer):
@@ -59,7 +75,7 @@ class LearnableSGDM(LearnedOptimizer):
 
     def opt_fn(self, theta: dict, is_training: bool = False) -> Optimizer:
         momentum = 1.0 - jnp.exp(theta["log_one_minus_momentum"])
-        return OptaxOptimizer(optax.sgd(jnp.exp(theta["log_lr"]), momentum=momentum))
+        return _LearnedOptaxOptimizer(optax.sgd(jnp.exp(theta["log_lr"]), momentum=momentum))
 
 
 class LearnableAdam(LearnedOptimizer):
@@ -87,7 +103,7 @@ class LearnableAdam(LearnedOptimizer):
         }
 
     def opt_fn(self, theta: dict, is_training: bool = False) -> Optimizer:
-        return OptaxOptimizer(
+        return _LearnedOptaxOptimizer(
             optax.adam(
                 jnp.exp(theta["log_lr"]),
                 b1=1.0 - jnp.exp(theta["log_one_minus_beta1"]),

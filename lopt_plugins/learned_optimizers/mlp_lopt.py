@@ -84,7 +84,11 @@ class _MLPLOptOptimizer(Optimizer):
     def update(self, opt_state, grad, loss=None, model_state=None, key=None) -> MLPLOptState:
         lopt = self.lopt
         decays = jnp.asarray(lopt.momentum_decays, jnp.float32)
-        momenta = jax.tree_util.tree_map(lambda m, g: ema(decays, m, g), opt_state.momenta, grad)
+        # Casts keep every state leaf at its parameter's dtype (the float32 decays and
+        # MLP would promote bfloat16 to float32 and break lax.scan carries).
+        momenta = jax.tree_util.tree_map(
+            lambda m, g: ema(decays, m, g).astype(m.dtype), opt_state.momenta, grad
+        )
         time_features = tanh_time_features(opt_state.iteration)
 
         def step(p, g, m):
@@ -92,7 +96,8 @@ class _MLPLOptOptimizer(Optimizer):
             features = with_time_features(second_moment_normalize(features), time_features)
             out = lopt.mlp.apply(self.theta, features)
             direction, magnitude = out[..., 0], out[..., 1]
-            return p - direction * jnp.exp(magnitude * lopt.exp_mult) * lopt.step_mult
+            step = direction * jnp.exp(magnitude * lopt.exp_mult) * lopt.step_mult
+            return (p - step).astype(p.dtype)
 
         return MLPLOptState(
             params=jax.tree_util.tree_map(step, opt_state.params, grad, momenta),
