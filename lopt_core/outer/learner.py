@@ -116,8 +116,11 @@ class GradientLearner:
             "grad_norm": grad_norm,
             "nonfinite_skipped": state.num_nonfinite,
         }
-        for name in estimates[0].metrics:
-            metrics[name] = jnp.mean(jnp.stack([e.metrics[name] for e in estimates]))
+        # Estimators report different metrics (FullES has no "restarts"): average each
+        # over the estimators that report it.
+        for name in dict.fromkeys(name for e in estimates for name in e.metrics):
+            values = [e.metrics[name] for e in estimates if name in e.metrics]
+            metrics[name] = jnp.mean(jnp.stack(values))
         return state, metrics
 
     def _update(self, state: LearnerState, key: jax.Array, batches: tuple):
