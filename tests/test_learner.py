@@ -152,7 +152,7 @@ class CountingRegression(Task):
 
 
 def regression_batches(split: str):
-    rng = np.random.default_rng(abs(hash(split)) % 2**32)
+    rng = np.random.default_rng(lopt_core.SPLITS.index(split))
     w = np.arange(DIM, dtype=np.float32) / DIM
     while True:
         x = rng.normal(size=(8, DIM)).astype(np.float32)
@@ -195,7 +195,10 @@ def test_update_compiles_once_and_skips_a_nan_meta_loss():
     assert np.isfinite(float(metrics["meta_loss"]))
     assert not np.array_equal(flat(state.theta), flat(before.theta))
     assert int(metrics["nonfinite_skipped"]) == 1 and int(state.step) == 3
-    # Three updates (one crossing a restart), one trace and one compiled program.
+    # A fourth update restarts the problems (horizon 6 = 3 truncations of 2 steps).
+    state, metrics = learner.update(state, jax.random.PRNGKey(4))
+    assert float(metrics["restarts"]) == 2
+    # Four updates: one trace, one compiled program.
     assert TRACES["loss"] == traces
     assert learner._update_jit._cache_size() == 1
 
