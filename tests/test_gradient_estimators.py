@@ -336,11 +336,18 @@ def test_pes_on_a_data_backed_family_compiles_once():
     # (TruncatedGrad's data path is covered by test_learner.)
     ts = VectorizedLOptTruncatedStep(regression_family(), LOPT, ConstantTruncationSchedule(5), 2)
     est = TruncatedPES(ts, 3)
+    counters = lopt_core.datasets.count_draws(ts.task_family.datasets)
     ws = est.init_worker_state(THETA, KEY)
     for i in range(3):  # crosses a restart
         ws, estimate = est.compute_gradient_estimate(ws, THETA, jax.random.PRNGKey(i))
         assert np.isfinite(flat(estimate.grad)).all() and np.isfinite(float(estimate.mean_loss))
-    assert ts.batches_drawn == {"train": 18, "outer_valid": 18}
+    # 3 estimates x 2 task slots x 3 steps, from train and outer_valid only.
+    assert {k: c.count for k, c in counters.items()} == {
+        "train": 18,
+        "inner_valid": 0,
+        "outer_valid": 18,
+        "test": 0,
+    }
     assert _jitted_estimate(est)._cache_size() == 1
 
 

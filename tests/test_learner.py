@@ -190,14 +190,16 @@ def test_update_compiles_once_and_skips_a_nan_meta_loss():
     assert np.isnan(float(metrics["meta_loss"]))
     np.testing.assert_array_equal(flat(state.theta), flat(before.theta))
     assert int(metrics["nonfinite_skipped"]) == 1
-    # Finite again: theta moves, the count stays.
+    # Finite again: the problems whose losses went non-finite restart at once,
+    # theta moves, the count stays.
     state, metrics = learner.update(state, jax.random.PRNGKey(3))
+    assert float(metrics["restarts"]) == 2
     assert np.isfinite(float(metrics["meta_loss"]))
     assert not np.array_equal(flat(state.theta), flat(before.theta))
     assert int(metrics["nonfinite_skipped"]) == 1 and int(state.step) == 3
-    # A fourth update restarts the problems (horizon 6 = 3 truncations of 2 steps).
+    # A fourth update runs on the restarted problems (horizon 6: no restart yet).
     state, metrics = learner.update(state, jax.random.PRNGKey(4))
-    assert float(metrics["restarts"]) == 2
+    assert float(metrics["restarts"]) == 0
     # Four updates: one trace, one compiled program.
     assert TRACES["loss"] == traces
     assert learner._update_jit._cache_size() == 1
@@ -284,3 +286,24 @@ def test_bad_arguments_raise_clearly(make, error, match):
     ts = VectorizedLOptTruncatedStep(QuadraticFamily(), LOPT, ConstantTruncationSchedule(4), 2)
     with pytest.raises(error, match=match):
         make(ts)
+
+
+def test_diverging_inner_problems_restart_instead_of_freezing_meta_training():
+    from lopt_core.outer import NeverEndingTruncationSchedule, TruncatedPES
+
+    # lr 3 on scales up to e: p <- p - 6 * scale * p diverges within a few dozen steps, and
+    # with a never-ending schedule nothing but divergence can restart a problem.
+    lopt = LearnableSGD(initial_lr=3.0)
+    ts = VectorizedLOptTruncatedStep(QuadraticFamily(), lopt, NeverEndingTruncationSchedule(), 2)
+    learner = GradientLearner(lopt, [TruncatedPES(ts, trunc_length=10, std=0.01)],
+                              outer_optimizer=optax.sgd(0.1))  # fmt: skip
+    state = learner.init(KEY)
+    restarts = nonfinite = 0
+    for i in range(8):
+        state, metrics = learner.update(state, jax.random.PRNGKey(i))
+        restarts += float(metrics["restarts"])
+        nonfinite += float(metrics["nonfinite_losses"])
+    assert nonfinite > 0  # the problems did diverge...
+    assert restarts > 0  # ...were restarted...
+    assert int(metrics["nonfinite_skipped"]) == 0  # ...and no outer step was lost to them
+    assert np.isfinite(flat(state.theta)).all()

@@ -111,6 +111,18 @@ def _weighted_mean(weights: jax.Array, tree: Any) -> Any:
     )
 
 
+def _finite_or_zero(delta: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Zero the loss differences of diverged pairs (they carry no signal); count them."""
+    finite = jnp.isfinite(delta)
+    return jnp.where(finite, delta, 0.0), jnp.sum(~finite).astype(jnp.float32)
+
+
+def _finite_mean(x: jax.Array) -> jax.Array:
+    """Mean over finite entries; NaN when there are none (the learner then skips the step)."""
+    finite = jnp.isfinite(x)
+    return jnp.sum(jnp.where(finite, x, 0.0)) / jnp.where(jnp.any(finite), jnp.sum(finite), jnp.nan)
+
+
 @struct.dataclass
 class PESWorkerState:
     """The antithetic pairs' inner state (``2 * num_tasks`` particles) and PES accumulators."""
@@ -153,7 +165,7 @@ class TruncatedPES(GradientEstimator):
             _antithetic(theta, eps), worker_state.inner, unroll_key, batches,
             jnp.asarray(self._task_ids), self.unroll_length, theta_axis=0,
         )  # fmt: skip
-        delta = out.meta_loss[:, :n] - out.meta_loss[:, n:]  # [T, n]
+        delta, nonfinite = _finite_or_zero(out.meta_loss[:, :n] - out.meta_loss[:, n:])  # [T, n]
         restarted = out.restarted[:, :n]
         after_restart = jnp.cumsum(restarted, axis=0) > 0
         # Steps before a restart saw accumulator + eps; steps after it saw eps only.
@@ -170,12 +182,13 @@ class TruncatedPES(GradientEstimator):
             worker_state.accumulator,
             eps,
         )
-        mean_loss = jnp.mean(out.meta_loss)
         metrics = {
-            "train_loss": jnp.mean(out.train_loss),
+            "train_loss": _finite_mean(out.train_loss),
             "restarts": jnp.sum(restarted).astype(jnp.float32),
+            "nonfinite_losses": nonfinite,
         }
-        return PESWorkerState(inner, accumulator), GradientEstimate(mean_loss, grad, metrics)
+        estimate = GradientEstimate(_finite_mean(out.meta_loss), grad, metrics)
+        return PESWorkerState(inner, accumulator), estimate
 
 
 @struct.dataclass
@@ -234,10 +247,10 @@ class FullES(GradientEstimator):
             thetas, inner, unroll_key, batches, task_ids, self.unroll_length, theta_axis=0
         )
         losses = jnp.mean(out.meta_loss, axis=0) if self.loss_type == "avg" else out.meta_loss[-1]
-        weights = (losses[:n] - losses[n:]) / (2 * self.std**2)
-        grad = _weighted_mean(weights, eps)
-        metrics = {"train_loss": jnp.mean(out.train_loss)}
-        return worker_state, GradientEstimate(jnp.mean(losses), grad, metrics)
+        delta, nonfinite = _finite_or_zero(losses[:n] - losses[n:])
+        grad = _weighted_mean(delta / (2 * self.std**2), eps)
+        metrics = {"train_loss": _finite_mean(out.train_loss), "nonfinite_losses": nonfinite}
+        return worker_state, GradientEstimate(_finite_mean(losses), grad, metrics)
 
 
 class TruncatedGrad(GradientEstimator):

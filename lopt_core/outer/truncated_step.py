@@ -106,9 +106,6 @@ class VectorizedLOptTruncatedStep:
         self.num_tasks = int(num_tasks)
         self.random_initial_iteration_offset = int(offset)
         self.meta_loss_split = meta_loss_split
-        # How many batches each split's iterator has given us, so a resumed run
-        # can fast-forward shared iterators to where an uninterrupted run would be.
-        self.batches_drawn: dict[str, int] = {}
         self._check_family()
 
     def _check_family(self) -> None:
@@ -133,20 +130,7 @@ class VectorizedLOptTruncatedStep:
         for split in self._splits():
             stacked = stack_task_batches(datasets.split(split), self.num_tasks, num_steps)
             out[split] = jax.tree_util.tree_map(lambda x: np.swapaxes(x, 0, 1), stacked)
-            drawn = self.num_tasks * num_steps
-            self.batches_drawn[split] = self.batches_drawn.get(split, 0) + drawn
         return out
-
-    def fast_forward(self, batches_drawn: dict[str, int]) -> None:
-        """Advance the data iterators past ``batches_drawn`` batches per split (for resuming)."""
-        datasets = self.task_family.datasets
-        if datasets is None:
-            return
-        for split, count in batches_drawn.items():
-            iterator = datasets.split(split)
-            for _ in range(int(count)):
-                next(iterator)
-            self.batches_drawn[split] = self.batches_drawn.get(split, 0) + int(count)
 
     # ----- pure functions (traced) -----
 
@@ -200,7 +184,11 @@ class VectorizedLOptTruncatedStep:
         meta_loss, _, _ = task.loss_with_state_and_aux(
             opt.get_params(opt_state), new_model_state, meta_key, meta_batch
         )
-        new_state = state.replace(opt_state=opt_state, inner_step=state.inner_step + 1)
+        # A diverged problem (non-finite loss) restarts at the next step instead of
+        # poisoning every later truncation until its horizon.
+        finite = jnp.isfinite(loss) & jnp.isfinite(meta_loss)
+        inner_step = jnp.where(finite, state.inner_step + 1, state.horizon)
+        new_state = state.replace(opt_state=opt_state, inner_step=inner_step)
         return new_state, loss, task.normalizer(meta_loss)
 
     def unroll(
