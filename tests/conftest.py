@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
 
-import pytest
+# Tests run tiny programs where XLA's backend optimizations cost more compile time
+# than they save (the suite runs about twice as fast without them). This must be
+# set before jax initializes its backend, i.e. before any test computes anything.
+if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
+    ).strip()
 
-import gin
+import gin  # noqa: E402  (after XLA_FLAGS on purpose)
+import pytest  # noqa: E402
+
 from lopt_core.registry import ENV_DISABLE_AUTOLOAD, ENV_PLUGINS, ENV_STRICT, reset_registry
 
 
