@@ -59,3 +59,22 @@ def test_custom_tasks_tutorial_runs(fresh_dataset_cache):
     assert isinstance(task, lopt_core.Task)
     assert task.datasets is family.datasets  # shared through dataset_lru_cache
     assert namespace["losses"].shape == (32, 20)  # the vmapped training over 32 configs
+
+
+def test_meta_training_guide_runs():
+    path = DOCS / "meta_training.md"
+    assert len(python_blocks(path)) >= 8, "the guide lost its code blocks"
+    namespace = run_blocks(path)
+    run_dir = namespace["run_dir"]
+    assert (run_dir / "checkpoints" / "best.msgpack").is_file()
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 40
+
+
+def test_readme_python_examples_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the README's example writes runs/ where it runs
+    path = DOCS.parent / "README.md"
+    blocks = python_blocks(path)
+    assert len(blocks) >= 2, "the README lost its examples"
+    namespace = run_blocks(path)
+    assert namespace["result"].train_loss.shape == (32, 100)
+    assert (tmp_path / "runs" / "python" / "checkpoints" / "latest.msgpack").is_file()
