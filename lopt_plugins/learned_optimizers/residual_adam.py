@@ -1,0 +1,220 @@
+"""``ResidualAdamLOpt``: Adam with learned hyper-parameters, schedule, decay and MLP residual.
+
+A learned optimizer that starts as a good hand-designed rule and learns
+corrections to it, rather than starting from a random update rule (as
+``MLPLOpt`` does). With ``theta`` at its initial value it *is* Adam (learning
+rate ``initial_lr``, betas 0.9/0.999, no weight decay); meta-training then
+learns:
+
+- Adam's learning rate, betas and epsilon, and a decoupled weight decay (all in
+  log space, like ``LearnableAdam``);
+- a learning-rate schedule, ``log lr(t) = log lr + sum_k w_k tanh(t / s_k)``
+  over the time scales ``s_k`` of ``features.TIME_SCALES``. It is *linear* in
+  bounded, monotone features of ``t`` and depends on ``t`` alone (not on the
+  planned run length), so past the meta-training horizon it changes slowly
+  and smoothly instead of jumping to whatever an MLP extrapolates;
+- a per-element MLP (inputs: parameter, gradient, momentum, Adam's direction
+  and ``sqrt`` of the second moment, each normalized per tensor by its root
+  mean square) whose two outputs rescale Adam's step (``exp`` of a bounded
+  log-scale) and add a residual direction. Its last layer starts at zero.
+
+The update of one element, with ``u = m_hat / (sqrt(v_hat) + eps)``::
+
+    p <- p - lr(t) * (u * exp(s) + residual_mult * d) - lr(t) * weight_decay * p
+
+Scalars are stored as ``hparam_mult`` times smaller numbers (``theta["hparams"]``,
+zero at init), so that perturbations and outer steps of ES-style estimators,
+which have one size for every entry of ``theta``, move the hyper-parameters
+at a useful rate.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from lopt_core.learned import LearnedOptimizer
+from lopt_core.optimizers import Optimizer
+from lopt_plugins.learned_optimizers.features import TIME_SCALES, second_moment_normalize
+from lopt_plugins.learned_optimizers.mlp import PerElementMLP, check_mlp_args
+
+# Order of the scalar hyper-parameters in theta["hparams"].
+HPARAMS = ("log_lr", "log_one_minus_beta1", "log_one_minus_beta2", "log_epsilon", "log_wd")
+_NUM_INPUTS = 5  # p, g, m, u, sqrt(v)
+# Soft bounds (log space) of the schedule's multiplier and of the MLP's step rescaling:
+# a wild theta (e.g. an ES perturbation) then cannot make steps explode, and (unlike a
+# hard clip) the bound leaves no flat region where the meta-gradient vanishes.
+_MAX_LOG_SCHEDULE = 5.0
+_MAX_LOG_SCALE = 3.0
+_MAX_RESIDUAL = 3.0  # Adam's own direction is about +-1 per element
+# Betas stay in [0, 1 - 1e-5] and epsilon >= 1e-12, so bias corrections and the
+# division by sqrt(v) stay finite for any theta.
+_MIN_LOG_ONE_MINUS_BETA = math.log(1e-5)
+_MIN_LOG_EPSILON = math.log(1e-12)
+
+
+def soft_bound(x: jax.Array, bound: float) -> jax.Array:
+    """``bound * tanh(x / bound)``: about ``x`` for small ``x``, never beyond ``+-bound``."""
+    return bound * jnp.tanh(x / bound)
+
+
+@struct.dataclass
+class ResidualAdamState:
+    """Parameters, model state, step count, and Adam's first and second moments."""
+
+    params: Any
+    model_state: Any
+    iteration: jax.Array
+    m: Any
+    v: Any
+
+
+class ResidualAdamLOpt(LearnedOptimizer):
+    """Adam plus a learned schedule, weight decay and per-element MLP correction.
+
+    ``initial_lr``, ``initial_beta1``, ``initial_beta2``, ``initial_epsilon`` and
+    ``initial_weight_decay`` give the optimizer ``theta = init(key)`` stands for
+    (the MLP and the schedule start at zero, so that optimizer is exactly
+    AdamW). ``hparam_mult`` scales the stored scalars (see the module doc);
+    ``residual_mult`` the MLP's additive direction. ``use_mlp=False`` drops the
+    MLP: a learned-schedule AdamW with 16 meta-parameters.
+    """
+
+    def __init__(
+        self,
+        initial_lr: float = 1e-3,
+        initial_beta1: float = 0.9,
+        initial_beta2: float = 0.999,
+        initial_epsilon: float = 1e-8,
+        initial_weight_decay: float = 1e-4,
+        hidden_size: int = 8,
+        hidden_layers: int = 1,
+        use_mlp: bool = True,
+        hparam_mult: float = 3.0,
+        residual_mult: float = 0.1,
+    ):
+        owner = type(self).__name__
+        check_mlp_args(owner, hidden_size, hidden_layers, (0.9,))
+        for what, value in (("initial_beta1", initial_beta1), ("initial_beta2", initial_beta2)):
+            if not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise ValueError(f"{owner}: {what} must be in [0, 1), got {value!r}.")
+        for what, value in (
+            ("initial_lr", initial_lr),
+            ("initial_epsilon", initial_epsilon),
+            ("initial_weight_decay", initial_weight_decay),
+            ("hparam_mult", hparam_mult),
+        ):
+            if not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise ValueError(f"{owner}: {what} must be a positive number, got {value!r}.")
+        if not isinstance(residual_mult, (int, float)) or not 0 <= residual_mult < math.inf:
+            raise ValueError(f"{owner}: residual_mult must be >= 0, got {residual_mult!r}.")
+        self.initial_lr = float(initial_lr)
+        self.initial_beta1 = float(initial_beta1)
+        self.initial_beta2 = float(initial_beta2)
+        self.initial_epsilon = float(initial_epsilon)
+        self.initial_weight_decay = float(initial_weight_decay)
+        self.hparam_mult = float(hparam_mult)
+        self.residual_mult = float(residual_mult)
+        self.use_mlp = bool(use_mlp)
+        self.mlp = PerElementMLP(hidden_size, hidden_layers, num_outputs=2)
+        # The hyper-parameters theta["hparams"] == 0 stands for, in log space.
+        self._offsets = (
+            math.log(self.initial_lr),
+            math.log(1.0 - self.initial_beta1),
+            math.log(1.0 - self.initial_beta2),
+            math.log(self.initial_epsilon),
+            math.log(self.initial_weight_decay),
+        )
+
+    def init(self, key: jax.Array) -> dict[str, Any]:
+        """Zero hyper-parameter offsets and schedule; an MLP whose last layer is zero."""
+        theta: dict[str, Any] = {
+            "hparams": jnp.zeros((len(HPARAMS),), jnp.float32),
+            "schedule": jnp.zeros((len(TIME_SCALES),), jnp.float32),
+        }
+        if self.use_mlp:
+            mlp = self.mlp.init(key, jnp.zeros((1, _NUM_INPUTS), jnp.float32))
+            last = f"Dense_{self.mlp.hidden_layers}"
+            params = dict(mlp["params"])
+            params[last] = jax.tree_util.tree_map(jnp.zeros_like, params[last])
+            theta["mlp"] = {"params": params}
+        return theta
+
+    def hyper_parameters(self, theta: dict[str, Any], iteration: jax.Array) -> dict[str, Any]:
+        """Effective lr (schedule included), betas, epsilon and weight decay at ``iteration``."""
+        logs = self.hparam_mult * theta["hparams"] + jnp.asarray(self._offsets, jnp.float32)
+        raw = {name: logs[i] for i, name in enumerate(HPARAMS)}
+        t = jnp.asarray(iteration, jnp.float32)
+        log_mult = jnp.dot(theta["schedule"], jnp.tanh(t / jnp.asarray(TIME_SCALES, jnp.float32)))
+        log_mult = soft_bound(self.hparam_mult * log_mult, _MAX_LOG_SCHEDULE)
+        return {
+            "lr": jnp.exp(raw["log_lr"] + log_mult),
+            "beta1": 1.0
+            - jnp.exp(jnp.clip(raw["log_one_minus_beta1"], _MIN_LOG_ONE_MINUS_BETA, 0.0)),
+            "beta2": 1.0
+            - jnp.exp(jnp.clip(raw["log_one_minus_beta2"], _MIN_LOG_ONE_MINUS_BETA, 0.0)),
+            "epsilon": jnp.exp(jnp.maximum(raw["log_epsilon"], _MIN_LOG_EPSILON)),
+            "weight_decay": jnp.exp(raw["log_wd"]),
+        }
+
+    def opt_fn(self, theta: Any, is_training: bool = False) -> Optimizer:
+        return _ResidualAdamOptimizer(self, theta)
+
+
+class _ResidualAdamOptimizer(Optimizer):
+    def __init__(self, lopt: ResidualAdamLOpt, theta: Any):
+        self.lopt = lopt
+        self.theta = theta
+
+    @property
+    def name(self) -> str:
+        return "ResidualAdamLOpt"
+
+    def init(self, params, model_state=None, num_steps=None, key=None) -> ResidualAdamState:
+        zeros = lambda: jax.tree_util.tree_map(jnp.zeros_like, params)
+        return ResidualAdamState(
+            params=params,
+            model_state=model_state,
+            iteration=jnp.zeros((), jnp.int32),
+            m=zeros(),
+            v=zeros(),
+        )
+
+    def update(self, opt_state, grad, loss=None, model_state=None, key=None) -> ResidualAdamState:
+        lopt = self.lopt
+        h = lopt.hyper_parameters(self.theta, opt_state.iteration)
+        b1, b2 = h["beta1"], h["beta2"]
+        t = (opt_state.iteration + 1).astype(jnp.float32)
+        # Bias corrections with the (learned, traced) betas.
+        c1 = 1.0 - b1**t
+        c2 = 1.0 - b2**t
+        tree_map = jax.tree_util.tree_map
+        m = tree_map(lambda m, g: (b1 * m + (1 - b1) * g).astype(m.dtype), opt_state.m, grad)
+        v = tree_map(
+            lambda v, g: (b2 * v + (1 - b2) * jnp.square(g)).astype(v.dtype), opt_state.v, grad
+        )
+
+        def step(p, g, m, v):
+            sqrt_v = jnp.sqrt(v / c2)
+            u = (m / c1) / (sqrt_v + h["epsilon"])
+            direction = u
+            if lopt.use_mlp:
+                features = jnp.stack([p, g, m, u, sqrt_v], axis=-1).astype(jnp.float32)
+                out = lopt.mlp.apply(self.theta["mlp"], second_moment_normalize(features))
+                log_scale = soft_bound(out[..., 0], _MAX_LOG_SCALE)
+                residual = soft_bound(lopt.residual_mult * out[..., 1], _MAX_RESIDUAL)
+                direction = u * jnp.exp(log_scale) + residual
+            new = p - h["lr"] * (direction + h["weight_decay"] * p)
+            return new.astype(p.dtype)
+
+        return ResidualAdamState(
+            params=tree_map(step, opt_state.params, grad, m, v),
+            model_state=model_state,
+            iteration=opt_state.iteration + 1,
+            m=m,
+            v=v,
+        )

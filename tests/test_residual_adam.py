@@ -1,0 +1,209 @@
+"""Tests for ``ResidualAdamLOpt`` (lopt_plugins.learned_optimizers.residual_adam)."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from lopt_core import get_registry
+from lopt_core.learned import LearnedOptimizer
+from lopt_core.optimizers import OptaxOptimizer
+from lopt_plugins.learned_optimizers import ResidualAdamLOpt
+from lopt_plugins.learned_optimizers.features import TIME_SCALES
+from lopt_plugins.learned_optimizers.residual_adam import HPARAMS
+
+KEY = jax.random.PRNGKey(0)
+# Compiling dominates these tests' time; XLA's backend at -O0 compiles ~2.5x faster.
+FAST_COMPILE = {"xla_backend_optimization_level": 0}
+tree_map = jax.tree_util.tree_map
+
+
+def params_and_grads(n: int = 4, bfloat16: bool = False):
+    """A vector and a matrix (and a bfloat16 tensor), and ``n`` stacked gradients for them."""
+    k = jax.random.split(jax.random.PRNGKey(1), 4)
+    params = {"b": jax.random.normal(k[0], (3,)), "w": jax.random.normal(k[1], (3, 2))}
+    if bfloat16:
+        params["t"] = (0.1 * jax.random.normal(k[2], (2, 2, 2))).astype(jnp.bfloat16)
+    grads = [
+        tree_map(
+            lambda p, i=i: jax.random.normal(jax.random.fold_in(k[3], i), p.shape, p.dtype), params
+        )
+        for i in range(n)
+    ]
+    return params, tree_map(lambda *g: jnp.stack(g), *grads)
+
+
+@functools.partial(jax.jit, static_argnames=("lopt",), compiler_options=FAST_COMPILE)
+def run_lopt(lopt, theta, params, grads):
+    """The state after one update per stacked gradient; theta traced (one compile per lopt)."""
+    opt = lopt.opt_fn(theta)
+    state = opt.init(params)
+    state, _ = jax.lax.scan(lambda s, g: (opt.update(s, g), None), state, grads)
+    return state
+
+
+@functools.partial(jax.jit, compiler_options=FAST_COMPILE)
+def run_adamw(lr, b1, b2, eps, wd, params, grads):
+    opt = OptaxOptimizer(optax.adamw(lr, b1=b1, b2=b2, eps=eps, weight_decay=wd))
+    state = opt.init(params)
+    state, _ = jax.lax.scan(lambda s, g: (opt.update(s, g), None), state, grads)
+    return opt.get_params(state)
+
+
+def assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
+    assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
+        np.testing.assert_allclose(np.float32(x), np.float32(y), rtol=rtol, atol=atol)
+
+
+# One instance per configuration: run_lopt compiles once per instance.
+WITH_MLP = ResidualAdamLOpt(
+    initial_lr=0.02, initial_beta1=0.8, initial_beta2=0.99, initial_epsilon=1e-6,
+    initial_weight_decay=0.01, hidden_size=4,
+)  # fmt: skip
+NO_MLP = ResidualAdamLOpt(initial_lr=0.02, initial_weight_decay=0.01, use_mlp=False)
+
+
+def test_is_a_registered_learned_optimizer():
+    registry = get_registry()
+    assert registry.has("learned_optimizer", "ResidualAdamLOpt")
+    made = registry.create("learned_optimizer", "ResidualAdamLOpt", hidden_size=4)
+    assert isinstance(made, LearnedOptimizer) and made.mlp.hidden_size == 4
+
+
+@pytest.mark.parametrize(
+    "lopt, adamw_args",
+    [(WITH_MLP, (0.02, 0.8, 0.99, 1e-6, 0.01)), (NO_MLP, (0.02, 0.9, 0.999, 1e-8, 0.01))],
+    ids=["mlp", "no-mlp"],
+)
+def test_initial_theta_is_exactly_adamw(lopt, adamw_args):
+    """Zero offsets, zero schedule and a zero last MLP layer give AdamW with the initial values."""
+    params, grads = params_and_grads()
+    got = run_lopt(lopt, lopt.init(KEY), params, grads)
+    assert_trees_close(got.params, run_adamw(*adamw_args, params, grads))
+    assert int(got.iteration) == 4
+
+
+def test_state_keeps_parameter_dtypes():
+    """bfloat16 parameters stay bfloat16 (a promoted leaf would break lax.scan carries)."""
+    params, grads = params_and_grads(2, bfloat16=True)
+    state = run_lopt(WITH_MLP, WITH_MLP.init(KEY), params, grads)
+    for name, p in params.items():
+        for tree in (state.params, state.m, state.v):
+            assert tree[name].dtype == p.dtype, name
+    assert not np.allclose(np.float32(state.params["t"]), np.float32(params["t"]))
+
+
+def test_theta_layout():
+    theta = NO_MLP.init(KEY)
+    assert set(theta) == {"hparams", "schedule"}
+    assert theta["hparams"].shape == (len(HPARAMS),)
+    assert theta["schedule"].shape == (len(TIME_SCALES),)
+    theta = WITH_MLP.init(KEY)
+    layers = theta["mlp"]["params"]
+    assert layers["Dense_0"]["kernel"].shape == (5, 4)
+    np.testing.assert_array_equal(layers["Dense_1"]["kernel"], 0.0)  # the last layer starts at 0
+    assert np.abs(layers["Dense_0"]["kernel"]).sum() > 0  # the others do not
+
+
+def test_hyper_parameters_are_offsets_times_hparam_mult():
+    lopt = NO_MLP
+    theta = lopt.init(KEY)
+    h0 = lopt.hyper_parameters(theta, 0)
+    np.testing.assert_allclose(h0["lr"], 0.02, rtol=1e-6)
+    np.testing.assert_allclose(h0["beta1"], 0.9, rtol=1e-6)
+    np.testing.assert_allclose(h0["weight_decay"], 0.01, rtol=1e-5)
+    # +log(2)/hparam_mult on log_lr doubles the learning rate, and the step.
+    bumped = dict(theta, hparams=theta["hparams"].at[0].set(math.log(2.0) / lopt.hparam_mult))
+    np.testing.assert_allclose(lopt.hyper_parameters(bumped, 0)["lr"], 0.04, rtol=1e-5)
+    zero_wd = ResidualAdamLOpt(initial_lr=0.02, initial_weight_decay=1e-30, use_mlp=False)
+    params, grads = params_and_grads(1)
+    base = run_lopt(zero_wd, theta, params, grads).params
+    doubled = run_lopt(zero_wd, bumped, params, grads).params
+    for name in ("b", "w"):
+        np.testing.assert_allclose(
+            doubled[name] - params[name], 2 * (base[name] - params[name]), rtol=1e-4, atol=1e-7
+        )
+
+
+def test_schedule_multiplies_the_learning_rate_by_a_function_of_the_step():
+    lopt = NO_MLP
+    theta = lopt.init(KEY)
+    w = np.zeros(len(TIME_SCALES), np.float32)
+    w[TIME_SCALES.index(100)] = -0.5 / lopt.hparam_mult  # decay with time scale 100
+    theta = dict(theta, schedule=jnp.asarray(w))
+    lrs = [float(lopt.hyper_parameters(theta, t)["lr"]) for t in (0, 50, 100, 200, 400)]
+    assert lrs[0] == pytest.approx(0.02, rel=1e-6)  # tanh(0) = 0: no change at step 0
+    assert all(a > b for a, b in zip(lrs, lrs[1:], strict=False))  # decays monotonically...
+    expected = 0.02 * np.exp(5.0 * np.tanh(-0.5 * np.tanh(1.0) / 5.0))
+    assert lrs[2] == pytest.approx(expected, rel=1e-5)  # ...as exp(soft-bounded sum)
+    # A wild schedule stays within exp(+-5) of the base rate.
+    wild = dict(theta, schedule=jnp.full(len(TIME_SCALES), 1e3))
+    assert float(lopt.hyper_parameters(wild, 10)["lr"]) <= 0.02 * math.exp(5.0) * (1 + 1e-5)
+
+
+def test_mlp_outputs_rescale_adam_and_add_a_residual():
+    """Last-layer biases (a, d): step = lr * (u * exp(soft(a)) + soft(residual_mult * d))."""
+    lopt = WITH_MLP
+    theta = lopt.init(KEY)
+    params, grads = params_and_grads(1)
+    adam = run_lopt(lopt, theta, params, grads).params  # at init: AdamW
+    last = theta["mlp"]["params"]["Dense_1"]
+    for a, d in ((math.log(2.0), 0.0), (0.0, 0.5)):
+        changed = dict(last, bias=jnp.asarray([a, d], jnp.float32))
+        th = {**theta, "mlp": {"params": {**theta["mlp"]["params"], "Dense_1": changed}}}
+        new = run_lopt(lopt, th, params, grads).params
+        scale = 3.0 * math.tanh(a / 3.0)
+        for name in ("b", "w"):
+            p = params[name]
+            adam_step = p - adam[name] - 0.02 * 0.01 * p  # lr * u, weight decay removed
+            residual = 3.0 * math.tanh(lopt.residual_mult * d / 3.0)
+            want = p - math.exp(scale) * adam_step - 0.02 * residual
+            want = want - 0.02 * 0.01 * p
+            np.testing.assert_allclose(new[name], want, rtol=1e-4, atol=1e-6)
+
+
+def test_wild_theta_gives_finite_parameters():
+    lopt = WITH_MLP
+    theta = tree_map(lambda t: t + 50.0, lopt.init(KEY))
+    theta["hparams"] = jnp.asarray([0.0, 50.0, -50.0, -50.0, -50.0])  # betas pushed to 0 and 1
+    params, grads = params_and_grads()
+    state = run_lopt(lopt, theta, params, grads)
+    for leaf in jax.tree_util.tree_leaves(state.params):
+        assert np.isfinite(np.float32(leaf)).all()
+
+
+def test_vmap_over_theta_matches_one_at_a_time():
+    lopt = WITH_MLP
+    theta = lopt.init(KEY)
+    thetas = jax.vmap(lambda c: tree_map(lambda t: t + c, theta))(jnp.asarray([0.0, 0.05]))
+    params, grads = params_and_grads(2)
+    batched = jax.vmap(lambda th: run_lopt(lopt, th, params, grads).params)(thetas)
+    for i in range(2):
+        one = run_lopt(lopt, tree_map(lambda t, i=i: t[i], thetas), params, grads).params
+        assert_trees_close(tree_map(lambda x, i=i: x[i], batched), one, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(batched["w"][0], batched["w"][1])
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"initial_lr": 0.0}, "initial_lr"),
+        ({"initial_epsilon": -1.0}, "initial_epsilon"),
+        ({"initial_weight_decay": float("nan")}, "initial_weight_decay"),
+        ({"initial_beta1": 1.0}, "initial_beta1"),
+        ({"initial_beta2": -0.1}, "initial_beta2"),
+        ({"hparam_mult": 0.0}, "hparam_mult"),
+        ({"residual_mult": -1.0}, "residual_mult"),
+        ({"hidden_size": 0}, "hidden_size"),
+    ],
+)
+def test_bad_arguments_raise_clearly(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ResidualAdamLOpt(**kwargs)
