@@ -10,6 +10,7 @@ from lopt_core.commands import add_gin_arguments
 
 DEFAULT_CONFIG = "quickstart.gin"
 DEFAULT_OUTPUT_ROOT = "runs"
+DEFAULT_RAY_WORKERS = 2
 
 
 def default_config() -> Path:
@@ -21,7 +22,8 @@ def default_config() -> Path:
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Add ``lopt train CONFIG.gin [--gin-param B ...] [--output-dir DIR] [--resume]``."""
+    """Add ``lopt train CONFIG.gin [-p B ...] [-o DIR] [--resume] [--ray] [--ray-address A]
+    [--workers N]``."""
     parser = subparsers.add_parser(
         "train",
         help="Meta-train a learned optimizer (default config: gin/quickstart.gin).",
@@ -42,8 +44,41 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue the run in --output-dir from its checkpoint"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ray = parser.add_argument_group(
+        "distributed", "gradient workers on Ray (pip install 'lopt[ray]'; docs/distributed.md)"
+    )
+    ray.add_argument(
+        "--ray",
+        action="store_true",
+        help="meta-train on Ray: a learner actor and --workers worker actors, on a new local "
+        "Ray cluster unless --ray-address is given",
+    )
+    ray.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="join the running Ray cluster at ADDR (e.g. 10.0.0.1:6379, or 'auto' on one of "
+        "its nodes); implies --ray",
+    )
+    ray.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help=f"gradient workers, each with meta_train.num_estimators estimators (with --ray: "
+        f"default meta_train.workers, else {DEFAULT_RAY_WORKERS}; without --ray: N workers in "
+        "this process, a debugging aid)",
+    )
     parser.set_defaults(func=run)
     return parser
+
+
+def _bound(selector: str) -> bool:
+    import gin
+
+    try:
+        gin.query_parameter(selector)
+    except ValueError:
+        return False
+    return True
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,7 +88,21 @@ def run(args: argparse.Namespace) -> int:
     configs = [Path(c) for c in args.config] or [default_config()]
     output_dir = Path(args.output_dir or Path(DEFAULT_OUTPUT_ROOT) / configs[-1].stem)
     parse_config(configs, args.gin_param)
-    result = meta_train(output_dir=output_dir, resume=args.resume, progress=not args.no_progress)
+    options = {}
+    if args.workers is not None:
+        options["workers"] = args.workers
+    if args.ray or args.ray_address:
+        from lopt_core.distributed import gin_recipe
+
+        # Every Ray actor rebuilds the run's objects from this config text.
+        options.update(ray=True, recipe=gin_recipe())
+        if args.ray_address:
+            options["ray_address"] = args.ray_address
+        if args.workers is None and not _bound("meta_train.workers"):
+            options["workers"] = DEFAULT_RAY_WORKERS
+    result = meta_train(
+        output_dir=output_dir, resume=args.resume, progress=not args.no_progress, **options
+    )
     last = result.last_metrics
     summary = f"meta-loss {last['meta_loss']:.4g} at step {last['step']}" if last else "no steps"
     print(f"{summary}; run saved in {output_dir}", file=sys.stderr)

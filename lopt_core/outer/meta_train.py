@@ -5,6 +5,11 @@ with a progress bar, writes metrics as JSON lines, and checkpoints atomically
 every ``checkpoint_every`` steps, at the end, and on Ctrl-C. A resumed run
 reproduces the uninterrupted one: PRNG keys derive from (seed, step), and the
 data iterators are fast-forwarded past the batches already consumed.
+
+Where the meta-gradients are estimated is the executor's business
+(``lopt_core.outer.learner``): in this process, fused with the update (the
+default), in a pool of in-process workers (``workers=N``), or in Ray actors
+(``ray=True``, see ``lopt_core.distributed`` and docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -19,13 +24,22 @@ from typing import Any
 
 import jax
 import optax
-from flax import struct
+from flax import serialization, struct
 
-from lopt_core.datasets import count_draws
 from lopt_core.learned.base import LearnedOptimizer
-from lopt_core.outer.checkpoints import load_checkpoint, save_checkpoint
+from lopt_core.outer.checkpoints import _check_shapes, load_checkpoint, save_checkpoint
 from lopt_core.outer.gradient_estimators import GradientEstimator, TruncatedPES
-from lopt_core.outer.learner import GradientLearner, LearnerState
+from lopt_core.outer.learner import (
+    MODES,
+    Executor,
+    GradientLearner,
+    GradientWorker,
+    InProcessWorkers,
+    LearnerState,
+    LocalExecutor,
+    PoolExecutor,
+    WorkersFailed,
+)
 from lopt_core.outer.truncated_step import VectorizedLOptTruncatedStep
 from lopt_core.outer.truncation_schedules import ConstantTruncationSchedule, TruncationSchedule
 from lopt_core.tasks import TaskFamily
@@ -126,6 +140,19 @@ def _write_operative_config(output_dir: Path) -> None:
         write_operative_config(output_dir, filename=OPERATIVE_CONFIG_FILE)
 
 
+BUILD_ARGS = (
+    "task_family",
+    "learned_optimizer",
+    "gradient_estimator",
+    "truncation_schedule",
+    "num_tasks",
+    "random_initial_iteration_offset",
+    "meta_loss_split",
+    "outer_learning_rate",
+    "max_grad_norm",
+)
+
+
 def meta_train(
     output_dir: str | os.PathLike,
     task_family: TaskFamily,
@@ -146,6 +173,13 @@ def meta_train(
     seed: int = 0,
     resume: bool = False,
     progress: bool = True,
+    workers: int = 0,
+    worker_mode: str = "sync",
+    max_staleness: int = 1,
+    ray: bool = False,
+    ray_address: str | None = None,
+    worker_options: dict[str, Any] | None = None,
+    recipe: Callable[[], dict[str, Any]] | None = None,
 ) -> MetaTrainResult:
     """Meta-train ``learned_optimizer`` on ``task_family`` for ``num_steps`` outer steps.
 
@@ -159,31 +193,95 @@ def meta_train(
     ``metrics.jsonl`` (one JSON object per step), ``validation.jsonl``,
     ``checkpoints/latest.msgpack``, and ``operative_config.gin`` when the run
     was configured through gin.
+
+    Workers (docs/distributed.md): with ``workers=0`` (the default) every
+    estimator runs in this process, fused with the update in one jitted call.
+    With ``workers=N`` there are N gradient workers, each with its own
+    ``num_estimators`` estimators, in this process (a debugging aid) or, with
+    ``ray=True``, in Ray actors (a local Ray cluster, or the one at
+    ``ray_address``). ``worker_mode="sync"`` averages all N workers' estimates
+    each step (equal to ``workers=0`` with ``N * num_estimators`` estimators);
+    ``"async"`` applies each worker's estimate as it arrives and drops those
+    computed from a theta more than ``max_staleness`` steps old.
+    ``worker_options`` are Ray actor options for the workers (e.g.
+    ``{"num_gpus": 1}``); ``recipe`` is a picklable function returning this
+    function's build arguments (``BUILD_ARGS``), called in every Ray actor to
+    build its own tasks and data (default: the objects given here, pickled).
     """
     for what, value, low in (
         ("num_steps", num_steps, 1),
         ("checkpoint_every", checkpoint_every, 1),
         ("validate_every", validate_every, 0),
         ("validation_tasks", validation_tasks, 1),
+        ("workers", workers, 1 if ray else 0),
+        ("max_staleness", max_staleness, 0),
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{what} must be an integer >= {low}, got {value!r}.")
+            hint = " (ray=True needs at least one worker)" if what == "workers" and ray else ""
+            raise ValueError(f"{what} must be an integer >= {low}, got {value!r}{hint}.")
+    if worker_mode not in MODES:
+        raise ValueError(f"worker_mode must be one of {MODES}, got {worker_mode!r}.")
     output_dir = Path(output_dir)
     latest = _check_output_dir(output_dir, resume)
     output_dir.mkdir(parents=True, exist_ok=True)
-    learner = build_learner(
-        task_family, learned_optimizer, gradient_estimator, truncation_schedule, num_tasks,
-        random_initial_iteration_offset, meta_loss_split, num_estimators, outer_learning_rate,
-        max_grad_norm,
+    build_args = dict(
+        task_family=task_family, learned_optimizer=learned_optimizer,
+        gradient_estimator=gradient_estimator, truncation_schedule=truncation_schedule,
+        num_tasks=num_tasks, random_initial_iteration_offset=random_initial_iteration_offset,
+        meta_loss_split=meta_loss_split, outer_learning_rate=outer_learning_rate,
+        max_grad_norm=max_grad_norm,
     )  # fmt: skip
-    if validate_every and validation_steps is None:
-        validation_steps = _default_validation_steps(learner)
-    run = _Run(learner, output_dir, seed, validate_every, validation_tasks, validation_steps)
-    state = learner.init(jax.random.fold_in(run.base_key, -1 % 2**31))
-    if resume:
-        state = run.restore(latest, state)
-    _write_operative_config(output_dir)
-    return run.loop(state, num_steps, checkpoint_every, progress)
+    run_args = dict(
+        validate_every=validate_every, validation_tasks=validation_tasks,
+        validation_steps=validation_steps, seed=seed, num_steps=num_steps,
+        checkpoint_every=checkpoint_every,
+    )  # fmt: skip
+    if ray:
+        from lopt_core.distributed import ray_meta_train
+
+        return ray_meta_train(
+            output_dir, recipe or objects_recipe(build_args), workers=workers,
+            num_estimators=num_estimators, mode=worker_mode, max_staleness=max_staleness,
+            address=ray_address, worker_options=worker_options, resume=resume,
+            progress=progress, on_ready=lambda: _write_operative_config(output_dir), **run_args,
+        )  # fmt: skip
+    if recipe is not None or ray_address is not None or worker_options is not None:
+        raise ValueError(
+            "recipe, ray_address and worker_options are for Ray actors; pass ray=True too."
+        )
+    base_key = jax.random.PRNGKey(seed)
+    if workers == 0:
+        learner = build_learner(**build_args, num_estimators=num_estimators)
+        executor: Executor = LocalExecutor(learner, base_key)
+    else:
+        learner = build_learner(**build_args)
+        # The workers share this process's task family (so its data streams) and their
+        # estimators (which hold no state: the workers do), so they compile once.
+        estimators = build_learner(**build_args, num_estimators=num_estimators).estimators
+        pool = InProcessWorkers([GradientWorker(estimators, w) for w in range(workers)])
+        executor = PoolExecutor(learner, pool, base_key, num_estimators, worker_mode, max_staleness)
+    try:
+        run = _Run(executor, output_dir, **run_args)
+        state = run.start(latest if resume else None)
+        _write_operative_config(output_dir)
+        return run.loop(state, progress=progress)
+    finally:
+        executor.close()
+
+
+class _ObjectsRecipe:
+    """A recipe that returns the very objects it was made with (after pickling: copies)."""
+
+    def __init__(self, build_args: dict[str, Any]):
+        self.build_args = build_args
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self.build_args)
+
+
+def objects_recipe(build_args: dict[str, Any]) -> Callable[[], dict[str, Any]]:
+    """A recipe returning ``build_args`` themselves: each Ray actor gets a pickled copy."""
+    return _ObjectsRecipe(build_args)
 
 
 def _default_validation_steps(learner: GradientLearner) -> int:
@@ -196,55 +294,78 @@ def _default_validation_steps(learner: GradientLearner) -> int:
     )
 
 
+def _load_without_worker_states(path: Path, template: LearnerState) -> LearnerState:
+    """A checkpoint's learner state, leaving out the worker states it holds."""
+    raw = serialization.msgpack_restore(path.read_bytes())
+    raw["state"]["worker_states"] = {}
+    try:
+        state = serialization.from_state_dict(template, raw["state"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(
+            f"The checkpoint {path} does not match this run's configuration ({e}). Resume with "
+            "the config the run was started with (its operative_config.gin)."
+        ) from e
+    _check_shapes(path, template, state)
+    return state
+
+
+def _read_header(path: Path) -> dict[str, Any]:
+    return json.loads(serialization.msgpack_restore(path.read_bytes())["metadata"])
+
+
 class _Run:
-    """One meta-training run's files, data counters, validation and checkpoints."""
+    """One meta-training run's files, validation and checkpoints, around an executor."""
 
     def __init__(
         self,
-        learner: GradientLearner,
+        executor: Executor,
         output_dir: Path,
         seed: int,
         validate_every: int,
         validation_tasks: int,
         validation_steps: int | None,
+        num_steps: int,
+        checkpoint_every: int,
     ):
-        self.learner = learner
+        self.executor = executor
+        self.learner = executor.learner
         self.output_dir = output_dir
         self.seed = seed
         self.base_key = jax.random.PRNGKey(seed)
         self.validate_every = validate_every
         self.validation_tasks = validation_tasks
+        if validate_every and validation_steps is None:
+            validation_steps = _default_validation_steps(self.learner)
         self.validation_steps = validation_steps
+        self.num_steps = num_steps
+        self.checkpoint_every = checkpoint_every
         self.best_score = math.inf
         self.checkpoint_dir = output_dir / CHECKPOINT_DIR
         self.metrics_path = output_dir / METRICS_FILE
         self.validation_path = output_dir / VALIDATION_FILE
-        family = learner.estimators[0].truncated_step.task_family
-        self.family = family
-        # Count every batch drawn from the family's data (by meta-training and by
-        # validation alike), so a resumed run can skip exactly those.
-        self.counters = {} if family.datasets is None else count_draws(family.datasets)
-        self.baseline = {split: c.count for split, c in self.counters.items()}
-        self.resumed_draws: dict[str, int] = {}
+        self.family = self.learner.estimators[0].truncated_step.task_family
 
-    def draws(self) -> dict[str, int]:
-        return {
-            split: self.resumed_draws.get(split, 0) + c.count - self.baseline[split]
-            for split, c in self.counters.items()
-        }
+    def start(self, latest: Path | None) -> LearnerState:
+        """The initial state, or the state of the checkpoint ``latest`` when resuming."""
+        state = self.executor.init(jax.random.fold_in(self.base_key, -1 % 2**31))
+        return state if latest is None else self.restore(latest, state)
 
     def restore(self, latest: Path, template: LearnerState) -> LearnerState:
-        state, header = load_checkpoint(latest, template)
+        # Checkpoints of worker pools hold no worker states (the workers keep them);
+        # either kind of run continues either kind of checkpoint, rebuilding them.
+        header = _read_header(latest)
+        if header.get("worker_states", True) and not template.worker_states:
+            state = _load_without_worker_states(latest, template)
+        else:
+            if not header.get("worker_states", True):
+                template = template.replace(worker_states=())
+            state, header = load_checkpoint(latest, template)
         if header["seed"] != self.seed:
             raise ValueError(
                 f"The run in {self.output_dir} was started with seed {header['seed']}, not "
                 f"{self.seed}; resume it with the same seed (its operative_config.gin has it)."
             )
-        self.resumed_draws = {k: int(v) for k, v in header.get("batches_drawn", {}).items()}
-        for split, count in self.resumed_draws.items():
-            if split in self.counters:
-                self.counters[split].skip(count)
-        self.baseline = {split: c.count for split, c in self.counters.items()}
+        state = self.executor.restore(state, header)
         self.best_score = header.get("best_validation", math.inf)
         step = int(state.step)
         _truncate_metrics(self.metrics_path, step)
@@ -255,7 +376,8 @@ class _Run:
         header = {
             "step": int(state.step),
             "seed": self.seed,
-            "batches_drawn": self.draws(),
+            **self.executor.header(),
+            "worker_states": self.executor.keeps_worker_states,
             "best_validation": self.best_score,
             "learned_optimizer": self.learner.learned_opt.name,
             **extra,
@@ -269,11 +391,12 @@ class _Run:
         # The same held-out tasks every time (a key meta-training never uses), so
         # scores are comparable across steps.
         key = jax.random.fold_in(jax.random.PRNGKey(self.seed), 2**31 - 2)
-        curves = multi_task_training_curves(
-            self.family, self.learner.learned_opt, key, self.validation_tasks,
-            self.validation_steps, num_eval_batches=4, eval_splits=("inner_valid",),
-            theta=state.theta,
-        )  # fmt: skip
+        with self.executor.host_draws():
+            curves = multi_task_training_curves(
+                self.family, self.learner.learned_opt, key, self.validation_tasks,
+                self.validation_steps, num_eval_batches=4, eval_splits=("inner_valid",),
+                theta=state.theta,
+            )  # fmt: skip
         final = curves.inner_valid_loss[:, -1]
         score = float(final.mean()) if all(map(math.isfinite, final)) else math.inf
         row = {"step": int(state.step), "inner_valid_loss": score, "best": False}
@@ -286,10 +409,17 @@ class _Run:
         return row
 
     def loop(
-        self, state: LearnerState, num_steps: int, checkpoint_every: int, progress: bool
+        self,
+        state: LearnerState,
+        progress: bool = True,
+        should_stop: Callable[[], bool] | None = None,
+        on_row: Callable[[dict[str, Any]], None] | None = None,
     ) -> MetaTrainResult:
+        """Run the outer steps left; ``should_stop()`` true acts like Ctrl-C, ``on_row`` sees
+        each metrics row as it is written."""
         from tqdm.auto import tqdm
 
+        num_steps, checkpoint_every = self.num_steps, self.checkpoint_every
         start_step = int(state.step)
         bar = tqdm(
             total=num_steps, initial=start_step, desc="meta-train", unit="step",
@@ -310,14 +440,16 @@ class _Run:
             bar.update(1)
             if not math.isfinite(row["meta_loss"]):
                 bar.write(f"step {step}: non-finite meta-loss; the update was skipped")
+            if on_row is not None:
+                on_row(row)
             return row
 
         with open(self.metrics_path, "a") as metrics_file:
             try:
                 for step in range(start_step, num_steps):
-                    state, metrics = self.learner.update(
-                        state, jax.random.fold_in(self.base_key, step)
-                    )
+                    if should_stop is not None and should_stop():
+                        raise KeyboardInterrupt
+                    state, metrics = self.executor.step(state, step)
                     if pending is not None:
                         last = flush(metrics_file)
                     pending = (step + 1, metrics)
@@ -340,6 +472,14 @@ class _Run:
                     f"Interrupted: saving a checkpoint at step {int(state.step)} in "
                     f"{self.output_dir}"
                 )
+            except WorkersFailed:
+                # The state is the last consistent one: keep it for --resume, then report.
+                if pending is not None and pending[0] == int(state.step):
+                    last = flush(metrics_file)
+                    pending = None
+                metrics_file.flush()
+                self.checkpoint(state)
+                raise
             finally:
                 # The metrics of the step the state holds go out before the checkpoint does.
                 if pending is not None and pending[0] == int(state.step):

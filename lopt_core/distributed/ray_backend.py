@@ -1,0 +1,400 @@
+"""The Ray backend: a worker pool of Ray actors, the learner actor, and the driver loop.
+
+Nothing here imports Ray at module level: ``require_ray()`` does, when a run
+starts, and says how to install it if it is missing.
+
+Who builds what: the driver (``lopt train`` or ``meta_train(ray=True)``) sends
+every actor a *recipe*, a picklable function returning ``meta_train``'s build
+arguments (``BUILD_ARGS``); each actor calls it and builds its own task family,
+data iterators and estimators, so nothing unpicklable (live data iterators,
+generators, compiled functions) crosses the wire. ``lopt train`` uses a
+``GinRecipe`` (the parsed gin config, as text).
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import os
+import sys
+import threading
+import uuid
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from lopt_core.outer.learner import GradientWorker, WorkerJob, WorkerLost, WorkerPool, WorkerResult
+
+Recipe = Callable[[], dict[str, Any]]
+
+DEFAULT_WORKER_OPTIONS: dict[str, Any] = {"num_cpus": 1, "max_restarts": 3}
+
+
+def require_ray():
+    """The ``ray`` module, or an ImportError saying how to install it."""
+    try:
+        import ray
+    except ImportError as e:
+        raise ImportError(
+            f"Meta-training on Ray needs the ray package, which is not importable here ({e}). "
+            "Install it with `pip install 'lopt[ray]'` (or `pip install ray`)."
+        ) from e
+    return ray
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
+    """Connect to Ray: the cluster at ``address``, else a new local one (``num_cpus`` CPUs).
+
+    Returns True when this call started or joined Ray (the caller then shuts it
+    down), False when Ray was already initialized in this process (it is used as
+    it is, whatever ``address`` says).
+    """
+    ray = require_ray()
+    if ray.is_initialized():
+        return False
+    with warnings.catch_warnings():
+        # Ray starts its daemons with fork + exec, which JAX's at-fork hook warns about
+        # (a bare fork of a multithreaded process would be unsafe; fork + exec is not).
+        warnings.filterwarnings("ignore", r"os\.fork\(\) was called", RuntimeWarning)
+        if address:
+            ray.init(address=address)
+        else:
+            ray.init(num_cpus=num_cpus, include_dashboard=False)
+    return True
+
+
+class GinRecipe:
+    """A recipe that parses gin config text and returns ``meta_train``'s bound build arguments.
+
+    Each actor that calls it gets its own freshly built objects, exactly as the
+    driver's ``meta_train`` got them from the same config.
+    """
+
+    def __init__(self, config: str):
+        self.config = config
+
+    def __call__(self) -> dict[str, Any]:
+        import gin
+
+        from lopt_core.gin_config import parse_config
+        from lopt_core.outer.meta_train import BUILD_ARGS
+
+        parse_config(bindings=self.config)
+        bound = gin.get_bindings("meta_train")  # references are evaluated: objects built here
+        return {name: value for name, value in bound.items() if name in BUILD_ARGS}
+
+
+def gin_recipe(config: str | None = None) -> GinRecipe:
+    """A ``GinRecipe`` of ``config`` (default: the whole gin config now parsed in this process)."""
+    if config is None:
+        import gin
+
+        config = gin.config_str()
+    return GinRecipe(config)
+
+
+def _build_args(recipe: Recipe) -> dict[str, Any]:
+    from lopt_core.outer.meta_train import BUILD_ARGS
+
+    args = recipe()
+    if not isinstance(args, dict):
+        raise TypeError(
+            f"A recipe must return a dict of meta_train's build arguments {BUILD_ARGS}, got "
+            f"{type(args).__name__} from {recipe!r}."
+        )
+    return {name: value for name, value in args.items() if name in BUILD_ARGS}
+
+
+class _WorkerActor:
+    """A gradient worker in its own process; builds its estimators from the recipe on first use.
+
+    (Building lazily makes a bad recipe fail as an ordinary exception of the first
+    call, with its traceback, rather than as a dead actor.)
+    """
+
+    def __init__(self, recipe: Recipe, index: int, num_estimators: int):
+        self.recipe, self.index, self.num_estimators = recipe, index, num_estimators
+        self.worker: GradientWorker | None = None
+
+    def _get(self) -> GradientWorker:
+        if self.worker is None:
+            from lopt_core.outer.meta_train import build_learner
+
+            learner = build_learner(**_build_args(self.recipe), num_estimators=self.num_estimators)
+            self.worker = GradientWorker(learner.estimators, self.index)
+        return self.worker
+
+    def draw_size(self) -> dict[str, int]:
+        return self._get().draw_size()
+
+    def compute(self, theta: Any, job: WorkerJob) -> WorkerResult:
+        return self._get().compute(theta, job)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+class RayWorkers(WorkerPool):
+    """``num_workers`` worker actors, each owning ``estimators_per_worker`` estimators.
+
+    ``worker_options`` are Ray actor options (defaults ``DEFAULT_WORKER_OPTIONS``:
+    one CPU, up to 3 restarts after a crash); ``max_task_retries`` is always 0
+    because the learner resends a lost job itself. Actors are named
+    ``<name_prefix>-worker-<i>`` (see ``ray list actors``); theta goes through the
+    object store once per theta step (``put``), and results are gathered with
+    ``ray.wait``.
+    """
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        num_workers: int,
+        estimators_per_worker: int = 1,
+        worker_options: dict[str, Any] | None = None,
+        name_prefix: str | None = None,
+    ):
+        ray = require_ray()
+        self._ray = ray
+        options = {**DEFAULT_WORKER_OPTIONS, **(worker_options or {}), "max_task_retries": 0}
+        prefix = name_prefix or f"lopt-{uuid.uuid4().hex[:8]}"
+        self.num_workers = int(num_workers)
+        self.names = [f"{prefix}-worker-{w}" for w in range(self.num_workers)]
+        actor_class = ray.remote(_WorkerActor)
+        self.actors = [
+            actor_class.options(name=name, **options).remote(recipe, w, estimators_per_worker)
+            for w, name in enumerate(self.names)
+        ]
+        self._owner: dict[Any, int] = {}
+
+    def draw_sizes(self) -> list[dict[str, int]]:
+        return self._ray.get([a.draw_size.remote() for a in self.actors])
+
+    def put(self, theta: Any) -> Any:
+        return self._ray.put(theta)
+
+    def submit(self, worker: int, theta: Any, job: WorkerJob) -> Any:
+        future = self.actors[worker].compute.remote(theta, job)
+        self._owner[future] = worker
+        return future
+
+    def wait(self, futures: Sequence[Any], num_returns: int = 1) -> list[Any]:
+        ready, _ = self._ray.wait(list(futures), num_returns=num_returns)
+        return ready
+
+    def result(self, future: Any) -> WorkerResult:
+        worker = self._owner.pop(future, -1)
+        try:
+            return self._ray.get(future)
+        except self._ray.exceptions.RayActorError as e:  # died, or restarting
+            raise WorkerLost(worker, e) from e
+
+    def close(self) -> None:
+        for actor in self.actors:
+            self._ray.kill(actor, no_restart=True)
+        self._owner.clear()
+
+
+class _LearnerActor:
+    """The learner: holds theta, applies estimates, validates, writes metrics and checkpoints.
+
+    A threaded actor: ``run`` occupies one thread while ``poll`` (new metrics
+    rows, for the driver's progress bar) and ``stop`` (Ctrl-C in the driver) are
+    served by another.
+    """
+
+    def __init__(self):
+        self._rows: collections.deque = collections.deque()
+        self._stop = threading.Event()
+
+    def setup(
+        self,
+        recipe: Recipe,
+        output_dir: str,
+        latest: str | None,
+        workers: int,
+        num_estimators: int,
+        mode: str,
+        max_staleness: int,
+        worker_options: dict[str, Any] | None,
+        run_args: dict[str, Any],
+    ) -> int:
+        """Build the learner and its workers, start or restore the state; returns its step."""
+        import jax
+
+        from lopt_core.outer.learner import PoolExecutor
+        from lopt_core.outer.meta_train import _Run, build_learner
+
+        learner = build_learner(**_build_args(recipe))
+        pool = RayWorkers(recipe, workers, num_estimators, worker_options)
+        self.worker_names = pool.names
+        try:
+            key = jax.random.PRNGKey(run_args["seed"])
+            self.executor = PoolExecutor(learner, pool, key, num_estimators, mode, max_staleness)
+            self.run_ = _Run(self.executor, Path(output_dir), **run_args)
+            self.state = self.run_.start(Path(latest) if latest else None)
+        except BaseException:
+            pool.close()
+            raise
+        return int(self.state.step)
+
+    def names(self) -> list[str]:
+        """The worker actors' names."""
+        return list(self.worker_names)
+
+    def run(self):
+        """Run the remaining outer steps; returns the ``MetaTrainResult`` (host arrays)."""
+        import jax
+
+        try:
+            result = self.run_.loop(
+                self.state, progress=False, should_stop=self._stop.is_set, on_row=self._rows.append
+            )
+        finally:
+            self.executor.close()
+        return result.replace(state=jax.device_get(result.state))
+
+    def poll(self) -> list[dict[str, Any]]:
+        """The metrics rows written since the last poll."""
+        rows = []
+        while self._rows:
+            rows.append(self._rows.popleft())
+        return rows
+
+    def stop(self) -> None:
+        """Finish the current step, checkpoint, and return (as Ctrl-C does)."""
+        self._stop.set()
+
+
+def _check_picklable(recipe: Recipe) -> None:
+    from ray import cloudpickle
+
+    try:
+        cloudpickle.dumps(recipe)
+    except Exception as e:
+        raise TypeError(
+            f"The Ray actors build the run from a recipe sent to them by pickling, and "
+            f"{recipe!r} cannot be pickled ({type(e).__name__}: {e}). Pass meta_train(recipe=...) "
+            "a function that builds the task family, learned optimizer, ... from scratch (a "
+            "module-level function, or lopt_core.distributed.gin_recipe() for a gin config); "
+            "`lopt train --ray` does that from the config files."
+        ) from e
+
+
+def ray_meta_train(
+    output_dir: str | os.PathLike,
+    recipe: Recipe,
+    *,
+    workers: int = 2,
+    num_estimators: int = 1,
+    mode: str = "sync",
+    max_staleness: int = 1,
+    address: str | None = None,
+    worker_options: dict[str, Any] | None = None,
+    num_steps: int = 1000,
+    checkpoint_every: int = 100,
+    validate_every: int = 0,
+    validation_tasks: int = 4,
+    validation_steps: int | None = None,
+    seed: int = 0,
+    resume: bool = False,
+    progress: bool = True,
+    on_ready: Callable[[], None] | None = None,
+):
+    """Meta-train on Ray: one learner actor (on this machine) and ``workers`` worker actors.
+
+    Joins the cluster at ``address``, or starts a local one (as many CPUs as this
+    machine has, or as the workers need) when Ray is not initialized yet; a Ray
+    already initialized in this process is used as it is. The learner actor
+    writes the run's files in ``output_dir`` (it is placed on this machine's
+    node, so they appear here); ``on_ready`` runs once it has built or restored
+    its state. Ctrl-C stops the run after the current step with a checkpoint.
+    Arguments otherwise as in ``meta_train``; returns its ``MetaTrainResult``.
+    """
+    from lopt_core.outer.meta_train import _check_output_dir
+
+    ray = require_ray()
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1, got {workers!r}.")
+    _check_picklable(recipe)
+    output_dir = Path(output_dir).resolve()  # the actor's working directory is not ours
+    latest = _check_output_dir(output_dir, resume)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    cpus = (worker_options or {}).get("num_cpus", DEFAULT_WORKER_OPTIONS["num_cpus"])
+    started = init_ray(address, num_cpus=max(os.cpu_count() or 1, math.ceil(workers * cpus)))
+    try:
+        available = ray.cluster_resources().get("CPU", 0)
+        if available < workers * cpus:
+            warnings.warn(
+                f"The Ray cluster has {available:g} CPUs but {workers} workers of {cpus} CPUs "
+                "each need more; the workers that do not fit wait until CPUs join. Use fewer "
+                "--workers, or worker_options={'num_cpus': ...}.",
+                stacklevel=2,
+            )
+        node = ray.get_runtime_context().get_node_id()
+        learner_class = ray.remote(_LearnerActor).options(
+            num_cpus=0,  # it mostly waits for the workers
+            max_concurrency=2,
+            max_restarts=0,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
+        )
+        learner = learner_class.remote()
+        try:
+            run_args = dict(
+                seed=seed, validate_every=validate_every, validation_tasks=validation_tasks,
+                validation_steps=validation_steps, num_steps=num_steps,
+                checkpoint_every=checkpoint_every,
+            )  # fmt: skip
+            start = ray.get(
+                learner.setup.remote(
+                    recipe,
+                    str(output_dir),
+                    str(latest) if resume else None,
+                    workers,
+                    num_estimators,
+                    mode,
+                    max_staleness,
+                    worker_options,
+                    run_args,
+                )  # fmt: skip
+            )
+            if on_ready is not None:
+                on_ready()
+            return _drive(ray, learner, start, num_steps, progress)
+        finally:
+            ray.kill(learner)  # its worker actors die with it
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _drive(ray, learner, start: int, num_steps: int, progress: bool):
+    """Wait for the learner's run, showing its progress; Ctrl-C asks it to stop."""
+    from tqdm.auto import tqdm
+
+    done_ref = learner.run.remote()
+    bar = tqdm(
+        total=num_steps, initial=start, desc="meta-train (ray)", unit="step", disable=not progress
+    )
+
+    def show(rows):
+        for row in rows:
+            bar.set_postfix(meta_loss=f"{row['meta_loss']:.4g}", refresh=False)
+            bar.update(1)
+
+    try:
+        while True:
+            done, _ = ray.wait([done_ref], timeout=0.5)
+            show(ray.get(learner.poll.remote()))
+            if done:
+                return ray.get(done_ref)
+    except KeyboardInterrupt:
+        print("Interrupted: the learner saves a checkpoint after this step.", file=sys.stderr)
+        ray.get(learner.stop.remote())
+        result = ray.get(done_ref)
+        show(ray.get(learner.poll.remote()))
+        return result
+    finally:
+        bar.close()

@@ -1,0 +1,157 @@
+"""Meta-training on a local Ray cluster of 2 CPUs: a learner actor and 2 worker actors.
+
+Synchronous workers give the single-process theta (data-free and data-backed
+families), asynchronous ones make progress within the staleness bound, a killed
+worker is restarted and the run finishes, and `lopt train --ray` works.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip(
+    "ray", reason="the Ray backend is optional: pip install 'lopt[ray]' (the test extra has it)"
+)
+
+from test_executor import (  # noqa: E402  (after the skip on purpose)
+    KEY,
+    LOPT,
+    RECIPES,
+    assert_same_theta,
+    flat,
+    metric_rows,
+    quadratic_recipe,
+)
+
+from lopt_core.distributed import init_ray  # noqa: E402
+from lopt_core.outer.meta_train import meta_train  # noqa: E402
+
+TESTS_DIR = str(Path(__file__).resolve().parent)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_cluster():
+    """One local Ray cluster for the module: 2 CPUs, no dashboard, JAX on CPU in the actors."""
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "JAX_PLATFORMS")}
+    # Actors inherit this environment: they import the recipes from this folder
+    # (and the XLA_FLAGS conftest set).
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (TESTS_DIR, saved["PYTHONPATH"]) if p)
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    assert init_ray(num_cpus=2), "Ray was already initialized in this process"
+    yield
+    ray.shutdown()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def ray_run(output_dir, recipe, **kwargs):
+    return meta_train(output_dir, **recipe(), ray=True, recipe=recipe, progress=False, **kwargs)
+
+
+@pytest.mark.parametrize("family", RECIPES)
+def test_sync_two_workers_give_the_single_process_theta(tmp_path, family):
+    recipe = RECIPES[family]
+    kw = dict(num_steps=4, validate_every=2, validation_tasks=2)
+    single = meta_train(tmp_path / "single", **recipe(), num_estimators=2, progress=False, **kw)
+    on_ray = ray_run(tmp_path / "ray", recipe, workers=2, **kw)
+
+    assert_same_theta(single.state.theta, on_ray.state.theta)
+    ray_rows, single_rows = metric_rows(tmp_path / "ray"), metric_rows(tmp_path / "single")
+    assert [r["meta_loss"] for r in ray_rows] == [r["meta_loss"] for r in single_rows]
+    assert (tmp_path / "ray" / "validation.jsonl").read_text() == (
+        tmp_path / "single" / "validation.jsonl"
+    ).read_text()
+    assert ray_rows[-1]["worker_failures"] == 0 and ray_rows[-1]["staleness"] == 0
+    assert not np.allclose(flat(on_ray.state.theta), flat(LOPT.init(KEY)))
+
+
+def test_async_workers_make_progress_within_the_staleness_bound(tmp_path):
+    # max_staleness=0: of the two estimates computed from one theta, the one that
+    # arrives second is always stale, so at least one is dropped.
+    result = ray_run(tmp_path, quadratic_recipe, workers=2, worker_mode="async", max_staleness=0,
+                     num_steps=8)  # fmt: skip
+    rows = metric_rows(tmp_path)
+    assert [r["step"] for r in rows] == list(range(1, 9))
+    assert all(r["staleness"] == 0 for r in rows)
+    assert rows[-1]["stale_dropped"] >= 1
+    assert int(result.state.step) == 8 and np.isfinite(flat(result.state.theta)).all()
+    assert not np.allclose(flat(result.state.theta), flat(LOPT.init(KEY)))
+
+
+def _kill_worker_when(metrics_path: Path, rows: int, killed: list) -> None:
+    """Kill worker 0 (Ray restarts it) once ``rows`` metric rows are written."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if metrics_path.is_file() and len(metrics_path.read_text().splitlines()) >= rows:
+            break
+        time.sleep(0.01)
+    else:
+        return
+    for actor in ray.util.list_named_actors(all_namespaces=True):
+        if actor["name"].endswith("-worker-0"):
+            handle = ray.get_actor(actor["name"], namespace=actor["namespace"])
+            ray.kill(handle, no_restart=False)
+            killed.append(actor["name"])
+
+
+def test_a_killed_worker_is_restarted_and_the_run_finishes(tmp_path):
+    killed: list[str] = []
+    killer = threading.Thread(
+        target=_kill_worker_when, args=(tmp_path / "metrics.jsonl", 3, killed)
+    )
+    killer.start()
+    try:
+        result = ray_run(tmp_path, quadratic_recipe, workers=2, num_steps=30, checkpoint_every=10)
+    finally:
+        killer.join()
+    assert killed, "the test never got to kill a worker"
+    rows = metric_rows(tmp_path)
+    assert [r["step"] for r in rows] == list(range(1, 31))
+    # Killed mid-job, the job was lost and sent again; killed between jobs, the next
+    # one waited for the restart. Either way the new process rebuilt its state from theta.
+    assert rows[-1]["worker_rebuilds"] == 1
+    assert int(result.state.step) == 30 and np.isfinite(flat(result.state.theta)).all()
+
+
+def test_lopt_train_ray_runs_and_resumes(tmp_path):
+    from lopt_core.cli import main
+
+    config = tmp_path / "tiny.gin"
+    config.write_text(
+        textwrap.dedent(
+            """
+            meta_train.task_family = @FixedDimQuadraticFamily()
+            FixedDimQuadraticFamily.dim = 3
+            meta_train.learned_optimizer = @LearnableSGD()
+            meta_train.truncation_schedule = @ConstantTruncationSchedule()
+            ConstantTruncationSchedule.length = 6
+            meta_train.gradient_estimator = @TruncatedPES
+            TruncatedPES.trunc_length = 3
+            meta_train.num_tasks = 2
+            meta_train.num_steps = 3
+            meta_train.checkpoint_every = 2
+            """
+        )
+    )
+    out = tmp_path / "run"
+    args = ["train", str(config), "-o", str(out), "--no-progress", "--ray", "--workers", "2"]
+    assert main(args) == 0
+    assert "meta_train.num_steps = 3" in (out / "operative_config.gin").read_text()
+    assert [json.loads(r)["step"] for r in (out / "metrics.jsonl").read_text().splitlines()] == [
+        1, 2, 3
+    ]  # fmt: skip
+    assert main(args + ["--resume", "-p", "meta_train.num_steps = 5"]) == 0
+    rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
+    assert "stale_dropped" in rows[-1]  # the rows of a worker pool
