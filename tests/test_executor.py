@@ -176,6 +176,29 @@ def test_workers_with_their_own_data_read_the_batches_of_the_fused_run():
     }  # fmt: skip
 
 
+def test_data_positions_count_from_where_the_iterators_were_when_the_run_began():
+    """In-process workers sharing iterators already drawn from (as a dataset_lru_cache
+    shared with an earlier run in the same process leaves them) read what the fused run reads."""
+
+    def drawn_family():
+        family = RegressionFamily()
+        for _ in range(5):
+            next(family.datasets.train), next(family.datasets.outer_valid)
+        return family
+
+    fused = LocalExecutor(build_learner(**build_args(drawn_family()), num_estimators=2), KEY)
+    shared = drawn_family()
+    estimators = build_learner(**build_args(shared)).estimators
+    workers = [GradientWorker(estimators, w) for w in (0, 1)]
+    pool = PoolExecutor(build_learner(**build_args(shared)), InProcessWorkers(workers), KEY)
+    fused_state, pool_state = fused.init(INIT_KEY), pool.init(INIT_KEY)
+    for step in range(2):
+        fused_state, _ = fused.step(fused_state, step)
+        pool_state, _ = pool.step(pool_state, step)
+    assert_same_theta(fused_state.theta, pool_state.theta)
+    assert pool.header()["batches_drawn"] == fused.header()["batches_drawn"]
+
+
 def test_a_worker_never_reads_a_batch_twice():
     worker = GradientWorker(build_learner(**regression_recipe()).estimators)
     assert worker.draw_size() == {"train": 2 * 3, "outer_valid": 2 * 3}  # tasks x trunc_length

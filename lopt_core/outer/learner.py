@@ -264,6 +264,9 @@ class GradientWorker:
                 "position of a job is counted in one stream); build them with build_learner."
             )
         self._counters = {} if datasets is None else count_draws(datasets)
+        # Positions count from here: the iterators may already have been drawn from
+        # (e.g. a dataset shared through dataset_lru_cache with an earlier run).
+        self._base = {split: c.count for split, c in self._counters.items()}
         self._state = None
         self._draw_size: dict[str, int] | None = None
         self._peeked: tuple[dict[str, int], tuple] | None = None
@@ -271,7 +274,7 @@ class GradientWorker:
         self._init_jit, self._estimate_jit = _jitted_block(self.estimators)
 
     def _positions(self) -> dict[str, int]:
-        return {split: c.count for split, c in self._counters.items()}
+        return {split: c.count - self._base[split] for split, c in self._counters.items()}
 
     def _draw(self) -> tuple:
         before = self._positions()
@@ -304,14 +307,15 @@ class GradientWorker:
             self._peeked = None
             if all(start[s] == position.get(s, start[s]) for s in size):
                 return batches
+        now = self._positions()
         for split in size:
-            gap = position[split] - self._counters[split].count
+            gap = position[split] - now[split]
             if gap < 0:
                 raise RuntimeError(
                     f"worker {self.index}: asked for {split} batches from position "
-                    f"{position[split]}, but it has already read up to "
-                    f"{self._counters[split].count}; a data stream cannot go back. Do the "
-                    "worker and the learner build the same configuration?"
+                    f"{position[split]}, but it has already read up to {now[split]}; a data "
+                    "stream cannot go back. Do the worker and the learner build the same "
+                    "configuration?"
                 )
             self._counters[split].skip(gap)
         return self._draw()[1]
@@ -530,6 +534,11 @@ class PoolExecutor(Executor):
             raise ValueError(f"A PoolExecutor needs at least one worker, got {self.num_workers}.")
         self.per_worker = int(estimators_per_worker)
         self.num_estimators = self.num_workers * self.per_worker
+        # The learner's own data (for validation), counted from here; before asking the
+        # workers what a job draws (which draws, from this very data when in-process).
+        datasets = learner.estimators[0].truncated_step.task_family.datasets
+        self._host_counters = {} if datasets is None else count_draws(datasets)
+        self._host_base = {split: c.count for split, c in self._host_counters.items()}
         sizes = pool.draw_sizes()
         if any(s != sizes[0] for s in sizes):
             raise ValueError(
@@ -537,8 +546,6 @@ class PoolExecutor(Executor):
                 "built from the same configuration."
             )
         self.draw_size = dict(sizes[0])
-        datasets = learner.estimators[0].truncated_step.task_family.datasets
-        self._host_counters = {} if datasets is None else count_draws(datasets)
         # Per split, the next batch of the stream that no job or validation has been given.
         self.position = {split: 0 for split in (*self._host_counters, *self.draw_size)}
         self.jobs = 0  # jobs dispatched so far (ids; async keys)
@@ -692,13 +699,14 @@ class PoolExecutor(Executor):
         # The learner's own copy of the data is moved to where the jobs' reading has
         # got to, and what it draws here is skipped by later jobs: the order of draws
         # of the single-process run, where validation draws from the same iterators.
+        base = self._host_base
         for split, counter in self._host_counters.items():
-            counter.skip(max(0, self.position[split] - counter.count))
+            counter.skip(max(0, self.position[split] - (counter.count - base[split])))
         try:
             yield
         finally:
             for split, counter in self._host_counters.items():
-                self.position[split] = counter.count
+                self.position[split] = counter.count - base[split]
 
     def close(self) -> None:
         self._inflight.clear()
