@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from typing import Any
 
 import jax
@@ -20,6 +21,7 @@ from flax import struct
 from lopt_core.datasets import Datasets, stack_batches, stack_task_batches
 from lopt_core.learned.base import LearnedOptimizer
 from lopt_core.optimizers.base import Optimizer
+from lopt_core.sharding import MeshArg, constrain, put, resolve_mesh
 from lopt_core.tasks import Task, TaskFamily
 
 EVAL_SPLITS: tuple[str, ...] = ("inner_valid", "test")
@@ -57,6 +59,80 @@ _TRACER_ERRORS = (
     jax.errors.TracerIntegerConversionError,
     jax.errors.TracerArrayConversionError,
 )
+
+
+# XLA's CPU backend spends most of a compile in LLVM. lopt's engines are thousands of
+# tiny kernels (and a few matrix products that XLA calls out for), so LLVM at -O1
+# instead of -O2 halves the compile time of a meta-training step while its run time
+# does not change (benchmarks/README.md has the figures); results are bitwise equal.
+CPU_BACKEND_OPT_LEVEL_ENV = "LOPT_CPU_BACKEND_OPT_LEVEL"
+_DEFAULT_CPU_BACKEND_OPT_LEVEL = 1
+
+
+def compiler_options(backend: str | None = None) -> dict[str, Any] | None:
+    """XLA compile options for lopt's jitted engines on ``backend`` (default: jax's default).
+
+    On CPU: ``xla_backend_optimization_level`` 1 (XLA's default is 2), unless the
+    environment sets it: ``LOPT_CPU_BACKEND_OPT_LEVEL=<n>`` picks another level,
+    ``LOPT_CPU_BACKEND_OPT_LEVEL=default`` (or a level in ``XLA_FLAGS``) keeps
+    XLA's own choice. Other backends: None (XLA's defaults).
+    """
+    backend = jax.default_backend() if backend is None else backend
+    if backend != "cpu":
+        return None
+    env = os.environ.get(CPU_BACKEND_OPT_LEVEL_ENV, "").strip()
+    if env == "default" or "xla_backend_optimization_level" in os.environ.get("XLA_FLAGS", ""):
+        return None
+    if env:
+        try:
+            level = int(env)
+        except ValueError:
+            raise ValueError(
+                f"{CPU_BACKEND_OPT_LEVEL_ENV} must be an integer level (0-3) or 'default', "
+                f"got {env!r}."
+            ) from None
+    else:
+        level = _DEFAULT_CPU_BACKEND_OPT_LEVEL
+    return {"xla_backend_optimization_level": level}
+
+
+class BackendJit:
+    """``jax.jit(fun, **kwargs)`` with ``compiler_options()``, created at its first use.
+
+    The backend (and so the options) is only known once jax has initialized, which
+    importing lopt must not force. Attributes (``lower``, ``_cache_size``...) are the
+    jitted function's.
+    """
+
+    def __init__(self, fun: Any, **jit_kwargs: Any):
+        self._fun = fun
+        self._jit_kwargs = jit_kwargs
+        self._jitted = None
+        functools.update_wrapper(self, fun)
+
+    @property
+    def jitted(self) -> Any:
+        """The underlying ``jax.jit`` object."""
+        if self._jitted is None:
+            self._jitted = jax.jit(
+                self._fun, compiler_options=compiler_options(), **self._jit_kwargs
+            )
+        return self._jitted
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.jitted(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_fun", "_jit_kwargs", "_jitted"):
+            raise AttributeError(name)
+        return getattr(self.jitted, name)
+
+
+def backend_jit(fun: Any = None, **jit_kwargs: Any) -> Any:
+    """Decorator form of ``BackendJit``: ``@backend_jit(static_argnames=...)``."""
+    if fun is None:
+        return functools.partial(backend_jit, **jit_kwargs)
+    return BackendJit(fun, **jit_kwargs)
 
 
 class _ByIdentity:
@@ -247,12 +323,6 @@ def _stack_eval_batches(
     return out
 
 
-def _no_eval_batches(num_evals: int, tasks: int | None, splits: tuple) -> dict[str, Any]:
-    # Data-free tasks still need one scan input per evaluation.
-    shape = (num_evals,) if tasks is None else (tasks, num_evals)
-    return {split: np.zeros(shape, np.float32) for split in splits}
-
-
 def _check_eval_splits(eval_splits: Any) -> tuple[str, ...]:
     if isinstance(eval_splits, str):
         eval_splits = (eval_splits,)
@@ -299,11 +369,23 @@ def _resolve_optimizer(optimizer: Any, theta: Any) -> Optimizer:
 _LOOP_STATICS = ("optimizer", "num_steps", "eval_every", "data_free")
 
 
-@functools.partial(jax.jit, static_argnames=("task", "eval_task", *_LOOP_STATICS))
+def _dummy_eval_batches(eval_batches: Any, splits: tuple, shape: tuple) -> Any:
+    """Data-free tasks: the placeholder evaluation inputs, made inside the trace.
+
+    (Built here rather than passed in, so that a call transfers nothing from the host.)
+    """
+    if eval_batches is not None:
+        return eval_batches
+    return {split: jnp.zeros(shape, jnp.float32) for split in splits}
+
+
+@backend_jit(static_argnames=("task", "eval_task", "eval_splits", *_LOOP_STATICS))
 def _train_jit(
     task, optimizer, theta, key, train_batches, eval_batches, num_steps, eval_every, data_free,
-    eval_task,
+    eval_task, eval_splits=(),
 ):  # fmt: skip
+    num_evals = num_steps // eval_every + 1
+    eval_batches = _dummy_eval_batches(eval_batches, eval_splits, (num_evals,))
     return _train_loop(
         _unwrap(task), _resolve_optimizer(optimizer, theta), key, train_batches, eval_batches,
         num_steps, eval_every, data_free, _unwrap(eval_task),
@@ -343,7 +425,7 @@ def train(
     eval_every, num_evals = _eval_schedule(num_steps, eval_every)
     datasets = task.datasets
     if datasets is None:
-        train_batches, eval_batches = None, _no_eval_batches(num_evals, None, eval_splits)
+        train_batches = eval_batches = None  # placeholders are made inside the jit
     else:
         train_batches = stack_batches(datasets.train, num_steps)
         eval_batches = _stack_eval_batches(datasets, num_evals, num_eval_batches, None, eval_splits)
@@ -352,6 +434,7 @@ def train(
             _static(task), _static(optimizer), theta, key, train_batches, eval_batches,
             num_steps=int(num_steps), eval_every=eval_every, data_free=datasets is None,
             eval_task=None if eval_task is None else _static(eval_task),
+            eval_splits=eval_splits if datasets is None else (),
         )  # fmt: skip
 
 
@@ -364,16 +447,26 @@ def _train_family_loop(family, optimizer, cfgs, keys, train_batches, eval_batche
     return jax.vmap(one, in_axes=in_axes)(cfgs, keys, train_batches, eval_batches)
 
 
-@functools.partial(jax.jit, static_argnames=("family", *_LOOP_STATICS))
+@backend_jit(static_argnames=("family", "num_tasks", "eval_splits", "mesh", *_LOOP_STATICS))
 def _train_family_jit(
-    family, optimizer, theta, cfgs, keys, train_batches, eval_batches, num_steps, eval_every,
-    data_free,
+    family, optimizer, theta, key, train_batches, eval_batches, num_tasks, num_steps, eval_every,
+    data_free, eval_splits=(), mesh=None,
 ):  # fmt: skip
-    return _train_family_loop(
-        _unwrap(family), _resolve_optimizer(optimizer, theta), cfgs, keys,
-        train_batches, eval_batches,
+    # Sampling the cfgs and splitting the keys happen in here too: one dispatch per call.
+    family = _unwrap(family)
+    cfg_key, run_key = jax.random.split(key)
+    cfgs = sample_cfgs(family, cfg_key, num_tasks)
+    keys = jax.random.split(run_key, num_tasks)
+    num_evals = num_steps // eval_every + 1
+    eval_batches = _dummy_eval_batches(eval_batches, eval_splits, (num_tasks, num_evals))
+    cfgs, keys, train_batches, eval_batches = constrain(
+        (cfgs, keys, train_batches, eval_batches), mesh
+    )
+    result = _train_family_loop(
+        family, _resolve_optimizer(optimizer, theta), cfgs, keys, train_batches, eval_batches,
         num_steps=num_steps, eval_every=eval_every, data_free=data_free,
     )  # fmt: skip
+    return constrain(result, mesh)
 
 
 def sample_cfgs(family: TaskFamily, key: jax.Array, num_tasks: int) -> Any:
@@ -403,6 +496,7 @@ def train_family(
     num_eval_batches: int = 1,
     eval_splits: tuple[str, ...] = EVAL_SPLITS,
     theta: Any = None,
+    mesh: MeshArg = "auto",
 ) -> TrainResult:
     """Train ``num_tasks`` tasks sampled from ``family`` at once, ``jax.vmap`` over one scan.
 
@@ -410,27 +504,35 @@ def train_family(
     shared datasets); evaluation losses come from ``family.eval_task_fn(cfg)``.
     Returns a ``TrainResult`` whose fields lead with the task axis. A
     ``LearnedOptimizer`` takes its meta-parameters as ``theta``, as in ``train``.
+
+    With several local devices the task axis is sharded over them (``mesh="auto"``,
+    when they divide ``num_tasks``; see ``lopt_core.sharding``); ``mesh=None``
+    keeps everything on one device, and a ``jax.sharding.Mesh`` is used as given.
+    The results equal the unsharded ones.
     """
     _check_optimizer(optimizer, theta)
     _check_num_eval_batches(num_eval_batches)
     eval_splits = _check_eval_splits(eval_splits)
     if not isinstance(num_tasks, (int, np.integer)) or num_tasks < 1:
         raise ValueError(f"num_tasks must be a positive integer, got {num_tasks!r}.")
+    if not isinstance(family, TaskFamily):
+        raise TypeError(f"expected a TaskFamily, got {type(family).__name__}: {family!r}.")
     eval_every, num_evals = _eval_schedule(num_steps, eval_every)
-    cfg_key, run_key = jax.random.split(key)
-    cfgs = sample_cfgs(family, cfg_key, num_tasks)
+    mesh = resolve_mesh(mesh, int(num_tasks))
     datasets = family.datasets
     if datasets is None:
-        train_batches, eval_batches = None, _no_eval_batches(num_evals, num_tasks, eval_splits)
+        train_batches = eval_batches = None  # placeholders are made inside the jit
     else:
         train_batches = stack_task_batches(datasets.train, num_tasks, num_steps)
         eval_batches = _stack_eval_batches(
             datasets, num_evals, num_eval_batches, num_tasks, eval_splits
         )
+        # Each device receives only its tasks' data.
+        train_batches, eval_batches = put((train_batches, eval_batches), mesh)
     with _explain_tracer_errors(f"TaskFamily {family.name}.task_fn"):
         return _train_family_jit(
-            _static(family), _static(optimizer), theta, cfgs,
-            jax.random.split(run_key, num_tasks),
-            train_batches, eval_batches,
-            num_steps=int(num_steps), eval_every=eval_every, data_free=datasets is None,
+            _static(family), _static(optimizer), theta, key, train_batches, eval_batches,
+            num_tasks=int(num_tasks), num_steps=int(num_steps), eval_every=eval_every,
+            data_free=datasets is None, eval_splits=eval_splits if datasets is None else (),
+            mesh=mesh,
         )  # fmt: skip

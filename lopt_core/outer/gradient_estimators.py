@@ -18,6 +18,7 @@ from flax import struct
 
 from lopt_core.outer.truncated_step import InnerState, VectorizedLOptTruncatedStep
 from lopt_core.outer.truncation_schedules import ConstantTruncationSchedule
+from lopt_core.training import BackendJit
 
 tree_map = jax.tree_util.tree_map
 
@@ -65,7 +66,7 @@ class GradientEstimator:
 
 @functools.cache
 def _jitted_estimate(estimator: GradientEstimator):
-    return jax.jit(estimator.estimate)
+    return BackendJit(estimator.estimate)
 
 
 def _check_std(owner: str, std: float) -> float:
@@ -88,15 +89,72 @@ def _check_truncated_step(owner: str, truncated_step: Any) -> None:
         )
 
 
+class _FlatTheta:
+    """Theta's leaves laid end to end: ``[..., D]`` arrays instead of theta-shaped pytrees.
+
+    Estimators keep perturbations, accumulators and gradients flat when every leaf
+    of theta has one dtype (the usual case), so that each of their operations is one
+    XLA kernel rather than one per leaf: compile time grows with the number of
+    kernels, and an outer step's arithmetic on theta is tiny. ``flat`` is False for
+    mixed dtypes; the estimators then keep pytrees.
+    """
+
+    def __init__(self, theta: Any):
+        leaves, self.treedef = jax.tree_util.tree_flatten(theta)
+        self.shapes = [tuple(jnp.shape(x)) for x in leaves]
+        self.dtypes = [jnp.result_type(x) for x in leaves]
+        self.sizes = [int(np.prod(s, dtype=np.int64)) for s in self.shapes]
+        self.flat = len(set(self.dtypes)) == 1
+        self.size = sum(self.sizes)
+
+    def unravel(self, flat: jax.Array) -> Any:
+        """``[..., D]`` -> theta-shaped pytree whose leaves lead with ``...``."""
+        lead = flat.shape[:-1]
+        offsets = np.cumsum([0] + self.sizes)
+        leaves = [
+            flat[..., a:b].reshape(lead + shape)
+            for a, b, shape in zip(offsets[:-1], offsets[1:], self.shapes, strict=True)
+        ]
+        return jax.tree_util.tree_unflatten(self.treedef, leaves)
+
+    def normal(self, key: jax.Array, num: int, std: float) -> Any:
+        """``num`` perturbations: ``[num, D]`` when flat, else a pytree (one draw per dtype)."""
+        if self.flat:
+            return std * jax.random.normal(key, (num, self.size), self.dtypes[0])
+        groups = list(dict.fromkeys(self.dtypes))
+        keys = jax.random.split(key, len(groups))
+        noise: list[Any] = [None] * len(self.shapes)
+        for dtype, dtype_key in zip(groups, keys, strict=True):
+            idx = [i for i, d in enumerate(self.dtypes) if d == dtype]
+            sizes = [self.sizes[i] for i in idx]
+            draw = std * jax.random.normal(dtype_key, (num, sum(sizes)), dtype)
+            offsets = np.cumsum([0] + sizes)
+            for i, a, b in zip(idx, offsets[:-1], offsets[1:], strict=True):
+                noise[i] = draw[:, a:b].reshape((num,) + self.shapes[i])
+        return jax.tree_util.tree_unflatten(self.treedef, noise)
+
+    def as_tree(self, x: Any) -> Any:
+        """A flat ``[..., D]`` array as theta's pytree; a pytree unchanged."""
+        return self.unravel(x) if self.flat else x
+
+    def zeros(self, num: int) -> Any:
+        """``num`` zero perturbations, flat or theta-shaped like ``normal``."""
+        if self.flat:
+            return jnp.zeros((num, self.size), self.dtypes[0])
+        leaves = [jnp.zeros((num,) + s, d) for s, d in zip(self.shapes, self.dtypes, strict=True)]
+        return jax.tree_util.tree_unflatten(self.treedef, leaves)
+
+
 def sample_perturbations(key: jax.Array, theta: Any, num: int, std: float) -> Any:
-    """``num`` Gaussian perturbations of ``theta`` with standard deviation ``std``."""
-    leaves, treedef = jax.tree_util.tree_flatten(theta)
-    keys = jax.random.split(key, len(leaves))
-    noise = [
-        std * jax.random.normal(k, (num,) + jnp.shape(x), jnp.result_type(x))
-        for k, x in zip(keys, leaves, strict=True)
-    ]
-    return jax.tree_util.tree_unflatten(treedef, noise)
+    """``num`` Gaussian perturbations of ``theta`` with standard deviation ``std``.
+
+    One draw of ``[num, size of theta]`` normals cut into theta's leaves (one draw
+    per dtype when the leaves' dtypes differ): each random call is a loop of
+    kernels that XLA compiles separately, so one call instead of one per leaf makes
+    an outer step compile faster.
+    """
+    layout = _FlatTheta(theta)
+    return layout.as_tree(layout.normal(key, num, std))
 
 
 def _antithetic(theta: Any, eps: Any) -> Any:
@@ -128,7 +186,10 @@ class PESWorkerState:
     """The antithetic pairs' inner state (``2 * num_tasks`` particles) and PES accumulators."""
 
     inner: InnerState
-    accumulator: Any  # theta-shaped, leading axis num_tasks
+    # The perturbations summed since each task slot's problem started: [num_tasks, D]
+    # with theta's leaves laid end to end (tree_leaves order), or theta-shaped with a
+    # leading num_tasks axis when theta's leaves have different dtypes.
+    accumulator: Any
 
 
 class TruncatedPES(GradientEstimator):
@@ -152,17 +213,17 @@ class TruncatedPES(GradientEstimator):
         self._task_ids = np.concatenate([np.arange(n), np.arange(n)]).astype(np.int32)
 
     def init_worker_state(self, theta: Any, key: jax.Array) -> PESWorkerState:
-        inner = self.truncated_step.init_state(theta, key, jnp.asarray(self._task_ids))
-        n = self.truncated_step.num_tasks
-        accumulator = tree_map(lambda t: jnp.zeros((n,) + jnp.shape(t), jnp.result_type(t)), theta)
+        inner = self.truncated_step.init_state_jit(theta, key, jnp.asarray(self._task_ids))
+        accumulator = _FlatTheta(theta).zeros(self.truncated_step.num_tasks)
         return PESWorkerState(inner=inner, accumulator=accumulator)
 
     def estimate(self, worker_state, theta, key, batches):
         n = self.truncated_step.num_tasks
+        layout = _FlatTheta(theta)
         eps_key, unroll_key = jax.random.split(key)
-        eps = sample_perturbations(eps_key, theta, n, self.std)
+        eps = layout.normal(eps_key, n, self.std)  # flat [n, D] (or theta-shaped)
         inner, out = self.truncated_step.unroll(
-            _antithetic(theta, eps), worker_state.inner, unroll_key, batches,
+            _antithetic(theta, layout.as_tree(eps)), worker_state.inner, unroll_key, batches,
             jnp.asarray(self._task_ids), self.unroll_length, theta_axis=0,
         )  # fmt: skip
         delta, nonfinite = _finite_or_zero(out.meta_loss[:, :n] - out.meta_loss[:, n:])  # [T, n]
@@ -176,6 +237,7 @@ class TruncatedPES(GradientEstimator):
             _weighted_mean(weight_before, worker_state.accumulator),
             _weighted_mean(weight_all, eps),
         )
+        grad = layout.as_tree(grad)
         any_restart = jnp.any(restarted, axis=0)
         accumulator = tree_map(
             lambda acc, e: jnp.where(any_restart.reshape((-1,) + (1,) * (e.ndim - 1)), e, acc + e),
@@ -236,8 +298,9 @@ class FullES(GradientEstimator):
     def estimate(self, worker_state, theta, key, batches):
         n = self.truncated_step.num_tasks
         eps_key, init_key, unroll_key = jax.random.split(key, 3)
-        eps = sample_perturbations(eps_key, theta, n, self.std)
-        thetas = _antithetic(theta, eps)
+        layout = _FlatTheta(theta)
+        eps = layout.normal(eps_key, n, self.std)
+        thetas = _antithetic(theta, layout.as_tree(eps))
         task_ids = jnp.asarray(self._task_ids)
         inner = self.truncated_step.init_state(thetas, init_key, task_ids, theta_axis=0)
         # Whole runs: no random offset and no restart within the unroll.
@@ -248,7 +311,7 @@ class FullES(GradientEstimator):
         )
         losses = jnp.mean(out.meta_loss, axis=0) if self.loss_type == "avg" else out.meta_loss[-1]
         delta, nonfinite = _finite_or_zero(losses[:n] - losses[n:])
-        grad = _weighted_mean(delta / (2 * self.std**2), eps)
+        grad = layout.as_tree(_weighted_mean(delta / (2 * self.std**2), eps))
         metrics = {"train_loss": _finite_mean(out.train_loss), "nonfinite_losses": nonfinite}
         return worker_state, GradientEstimate(_finite_mean(losses), grad, metrics)
 
@@ -267,7 +330,7 @@ class TruncatedGrad(GradientEstimator):
         self._task_ids = np.arange(truncated_step.num_tasks, dtype=np.int32)
 
     def init_worker_state(self, theta: Any, key: jax.Array) -> InnerState:
-        return self.truncated_step.init_state(theta, key, jnp.asarray(self._task_ids))
+        return self.truncated_step.init_state_jit(theta, key, jnp.asarray(self._task_ids))
 
     def estimate(self, worker_state, theta, key, batches):
         def mean_meta_loss(theta):

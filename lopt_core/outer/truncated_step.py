@@ -22,8 +22,9 @@ from flax import struct
 from lopt_core.datasets import SPLITS, stack_task_batches
 from lopt_core.learned.base import LearnedOptimizer
 from lopt_core.outer.truncation_schedules import TruncationSchedule
+from lopt_core.sharding import MeshArg, constrain, resolve_mesh
 from lopt_core.tasks import TaskFamily
-from lopt_core.training import sample_cfgs
+from lopt_core.training import BackendJit, sample_cfgs
 
 
 @struct.dataclass
@@ -43,6 +44,28 @@ class UnrollOutput:
     train_loss: jax.Array
     meta_loss: jax.Array
     restarted: jax.Array
+
+
+# Keys of a step of one particle: 5 for a restart (cfg, init, opt, horizon, offset), then
+# 3 for the step itself (loss, update, meta-loss).
+_NUM_RESTART_KEYS = 5
+_NUM_STEP_KEYS = _NUM_RESTART_KEYS + 3
+
+
+def unroll_keys(key: jax.Array, task_ids: jax.Array, num_steps: int) -> jax.Array:
+    """Every PRNG key of an unroll, drawn at once before the scan: ``[T, P, 8]``.
+
+    Step ``t`` of particle ``p`` uses ``split(fold_in(split(key, T)[t], task_ids[p]), 8)``,
+    so particles with equal task ids get equal keys. Three vectorized draws replace
+    the several per-step ones inside the loop: each random call site costs XLA a
+    while loop of kernels to compile, and the keys are tiny.
+    """
+    per_step = jax.random.split(key, num_steps)
+
+    def one(step_key, task_id):
+        return jax.random.split(jax.random.fold_in(step_key, task_id), _NUM_STEP_KEYS)
+
+    return jax.vmap(lambda k: jax.vmap(lambda i: one(k, i))(task_ids))(per_step)
 
 
 def tree_where(mask: jax.Array, on_true: Any, on_false: Any) -> Any:
@@ -65,6 +88,10 @@ class VectorizedLOptTruncatedStep:
     that step's update, so it depends on ``theta``.
     ``random_initial_iteration_offset=K`` starts each first problem at a random
     step counter in ``[0, K)`` so that restarts are spread out over time.
+
+    ``mesh``: with several local devices the particle axis is sharded over them
+    (``"auto"``, when they divide the number of particles; see
+    ``lopt_core.sharding``); ``None`` keeps one device; a ``Mesh`` is used as given.
     """
 
     def __init__(
@@ -75,6 +102,7 @@ class VectorizedLOptTruncatedStep:
         num_tasks: int,
         random_initial_iteration_offset: int = 0,
         meta_loss_split: str = "outer_valid",
+        mesh: MeshArg = "auto",
     ):
         if not isinstance(task_family, TaskFamily):
             raise TypeError(
@@ -106,7 +134,16 @@ class VectorizedLOptTruncatedStep:
         self.num_tasks = int(num_tasks)
         self.random_initial_iteration_offset = int(offset)
         self.meta_loss_split = meta_loss_split
+        resolve_mesh(mesh, 0)  # rejects a bad mesh argument now
+        self.mesh = mesh
+        # init_state compiled (once per truncated step): run eagerly, its many small
+        # random draws would each dispatch (and compile) separately.
+        self.init_state_jit = BackendJit(self.init_state, static_argnames="theta_axis")
         self._check_family()
+
+    def particle_mesh(self, num_particles: int):
+        """The mesh ``num_particles`` particles are sharded over (None: one device)."""
+        return resolve_mesh(self.mesh, num_particles)
 
     def _check_family(self) -> None:
         sample_cfgs(self.task_family, jax.random.PRNGKey(0), 1)  # fails early and clearly
@@ -136,7 +173,13 @@ class VectorizedLOptTruncatedStep:
 
     def _fresh_problem(self, theta: Any, key: jax.Array, offset_max: int) -> InnerState:
         """One newly started inner problem (not vectorized)."""
-        cfg_key, init_key, opt_key, horizon_key, offset_key = jax.random.split(key, 5)
+        return self._fresh_problem_from_keys(
+            theta, jax.random.split(key, _NUM_RESTART_KEYS), offset_max
+        )
+
+    def _fresh_problem_from_keys(self, theta: Any, keys: jax.Array, offset_max: int) -> InnerState:
+        """One newly started inner problem from its 5 keys (cfg, init, opt, horizon, offset)."""
+        cfg_key, init_key, opt_key, horizon_key, offset_key = (keys[i] for i in range(5))
         cfg = self.task_family.sample(cfg_key)
         task = self.task_family.task_fn(cfg)
         params, model_state = task.init_with_state(init_key)
@@ -156,17 +199,24 @@ class VectorizedLOptTruncatedStep:
 
         ``theta_axis=0`` when ``theta`` carries one set of meta-parameters per particle.
         """
+        mesh = self.particle_mesh(task_ids.shape[0])
         keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(task_ids)
-        return jax.vmap(
+        if theta_axis is not None:
+            theta = constrain(theta, mesh, theta_axis)
+        state = jax.vmap(
             lambda th, k: self._fresh_problem(th, k, self.random_initial_iteration_offset),
             in_axes=(theta_axis, 0),
-        )(theta, keys)
+        )(theta, constrain(keys, mesh))
+        return constrain(state, mesh)
 
-    def _inner_step(self, theta, state: InnerState, key, train_batch, meta_batch):
-        """One step of one problem: update on the train batch, meta-loss after it."""
+    def _inner_step(self, theta, state: InnerState, keys, train_batch, meta_batch):
+        """One step of one problem: update on the train batch, meta-loss after it.
+
+        ``keys`` holds the step's three keys: loss, update and meta-loss.
+        """
         task = self.task_family.task_fn(state.cfg)
         opt = self.learned_opt.opt_fn(theta, is_training=True)
-        loss_key, update_key, meta_key = jax.random.split(key, 3)
+        loss_key, update_key, meta_key = keys[0], keys[1], keys[2]
         model_state = opt.get_state(state.opt_state)
 
         def loss_fn(params):
@@ -207,20 +257,23 @@ class VectorizedLOptTruncatedStep:
         ``[T, num_tasks, ...]``); particle ``p`` reads task slot ``task_ids[p]``.
         Returns the new state and per-step outputs of shape ``[T, P]``.
         """
+        mesh = self.particle_mesh(task_ids.shape[0])
         if batches is not None:
             batches = jax.tree_util.tree_map(lambda x: jnp.take(x, task_ids, axis=1), batches)
+            batches = constrain(batches, mesh, axis=1)
+        if theta_axis is not None:
+            theta = constrain(theta, mesh, theta_axis)
 
         def step(state, xs):
-            step_key, step_batches = xs
-            restart_key, run_key = jax.random.split(step_key)
+            keys, step_batches = xs  # keys: [P, 8], the particles' keys of this step
             needs_restart = state.inner_step >= state.horizon
 
             def restart(state):
                 # A restarted problem starts at step 0: offsets only desynchronize the first.
                 fresh = jax.vmap(
-                    lambda th, i: self._fresh_problem(th, jax.random.fold_in(restart_key, i), 0),
+                    lambda th, k: self._fresh_problem_from_keys(th, k[:_NUM_RESTART_KEYS], 0),
                     in_axes=(theta_axis, 0),
-                )(theta, task_ids)
+                )(theta, keys)
                 return tree_where(needs_restart, fresh, state)
 
             # Restarts are rare; the cond skips building fresh problems on most steps.
@@ -230,13 +283,13 @@ class VectorizedLOptTruncatedStep:
             else:
                 train_batch = step_batches["train"]
                 meta_batch = step_batches.get(self.meta_loss_split, train_batch)
-            run_keys = jax.vmap(lambda i: jax.random.fold_in(run_key, i))(task_ids)
             in_axes = (theta_axis, 0, 0, 0 if train_batch is not None else None)
             in_axes = in_axes + (in_axes[-1],)
             state, loss, meta_loss = jax.vmap(self._inner_step, in_axes=in_axes)(
-                theta, state, run_keys, train_batch, meta_batch
+                theta, state, keys[:, _NUM_RESTART_KEYS:], train_batch, meta_batch
             )
-            return state, UnrollOutput(loss, meta_loss, needs_restart)
+            return constrain(state, mesh), UnrollOutput(loss, meta_loss, needs_restart)
 
-        keys = jax.random.split(key, num_steps)
-        return jax.lax.scan(step, state, (keys, batches), length=num_steps)
+        keys = constrain(unroll_keys(key, task_ids, num_steps), mesh, axis=1)
+        state, out = jax.lax.scan(step, constrain(state, mesh), (keys, batches), length=num_steps)
+        return state, constrain(out, mesh, axis=1)
