@@ -100,8 +100,11 @@ def _kill_worker_when(metrics_path: Path, rows: int, killed: list) -> None:
         return
     for actor in ray.util.list_named_actors(all_namespaces=True):
         if actor["name"].endswith("-worker-0"):
-            handle = ray.get_actor(actor["name"], namespace=actor["namespace"])
-            ray.kill(handle, no_restart=False)
+            try:  # (a worker of an earlier run may still be listed, but dead)
+                handle = ray.get_actor(actor["name"], namespace=actor["namespace"])
+                ray.kill(handle, no_restart=False)
+            except ValueError:
+                continue
             killed.append(actor["name"])
 
 

@@ -227,18 +227,15 @@ class WorkerResult:
 
 @functools.cache
 def _jitted_block(estimators: tuple[GradientEstimator, ...]):
-    """Jitted init and estimate of a block of estimators (workers sharing them share compiles)."""
-
-    def init_block(theta, keys):
-        pairs = zip(estimators, keys, strict=True)
-        return tuple(est.init_worker_state(theta, k) for est, k in pairs)
+    """The estimates of a block of estimators in one jitted call (workers sharing the
+    estimators share the compile)."""
 
     def estimate_block(states, theta, keys, batches):
         parts = zip(estimators, states, keys, batches, strict=True)
         out = [est.estimate(ws, theta, k, b) for est, ws, k, b in parts]
         return tuple(ws for ws, _ in out), tuple(e for _, e in out)
 
-    return jax.jit(init_block), jax.jit(estimate_block)
+    return BackendJit(estimate_block)
 
 
 class GradientWorker:
@@ -273,7 +270,7 @@ class GradientWorker:
         self._draw_size: dict[str, int] | None = None
         self._peeked: tuple[dict[str, int], tuple] | None = None
         self._last: WorkerResult | None = None
-        self._init_jit, self._estimate_jit = _jitted_block(self.estimators)
+        self._estimate_jit = _jitted_block(self.estimators)
 
     def _positions(self) -> dict[str, int]:
         return {split: c.count - self._base[split] for split, c in self._counters.items()}
@@ -336,7 +333,10 @@ class GradientWorker:
             return self._last  # the learner lost our answer, not our work: same result
         rebuilt = self._state is None
         if rebuilt:
-            self._state = self._init_jit(theta, jnp.asarray(job.init_keys))
+            # As GradientLearner.init does (each estimator jits its own init).
+            keys = jnp.asarray(job.init_keys)
+            pairs = zip(self.estimators, keys, strict=True)
+            self._state = tuple(est.init_worker_state(theta, k) for est, k in pairs)
         batches = self._batches_at(job.data_position)
         self._state, estimates = self._estimate_jit(
             self._state, theta, jnp.asarray(job.keys), batches
@@ -559,7 +559,7 @@ class PoolExecutor(Executor):
         self._fresh_init_keys: np.ndarray | None = None
         self._inflight: dict[Any, tuple[int, WorkerJob]] = {}
         self._theta: tuple[int, Any] | None = None  # (step, published theta)
-        self._apply = jax.jit(learner.apply_gradients)
+        self._apply = BackendJit(learner.apply_gradients)
 
     # --- keys and jobs
 
