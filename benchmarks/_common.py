@@ -76,7 +76,8 @@ def outer_loop(learner: Any, num_steps: int, seed: int = 0) -> dict[str, Any]:
     ``init_s``: ``learner.init`` until ready. Then ``num_steps`` outer steps,
     each with a fresh PRNG key, each timed around ``jax.block_until_ready``:
     ``first_outer_step_s`` (includes tracing and compilation),
-    ``steady_s_per_outer_step`` (median of outer steps 3 to 22, 1-based),
+    ``steady_s_per_outer_step`` (median of outer steps 3 to 22, 1-based; also in
+    process CPU seconds, and the median over all steps but the first),
     ``total_loop_s`` (all ``num_steps`` steps, the first included), and the
     meta-loss first/last and the means of the first and last 10 steps.
     """
@@ -85,14 +86,15 @@ def outer_loop(learner: Any, num_steps: int, seed: int = 0) -> dict[str, Any]:
 
     key = jax.random.PRNGKey(seed)
     init_s, state = timed(lambda: learner.init(jax.random.fold_in(key, -1 % 2**31)))
-    step_s, losses = [], []
+    step_s, cpu_s, losses = [], [], []
     t_loop = time.perf_counter()
     for step in range(num_steps):
         step_key = jax.random.fold_in(key, step)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         state, metrics = learner.update(state, step_key)
         jax.block_until_ready((state, metrics))
         step_s.append(time.perf_counter() - t0)
+        cpu_s.append(time.process_time() - c0)
         losses.append(metrics["meta_loss"])  # a device array: read after the loop
     total_loop_s = time.perf_counter() - t_loop
     losses = np.asarray(jax.device_get(losses), np.float64)
@@ -100,6 +102,10 @@ def outer_loop(learner: Any, num_steps: int, seed: int = 0) -> dict[str, Any]:
         "init_s": round(init_s, 4),
         "first_outer_step_s": round(step_s[0], 4),
         "steady_s_per_outer_step": round(median(step_s[2:22]), 6),
+        # CPU seconds of this process (all threads) per step, same steps: less sensitive
+        # than wall time to other processes on a shared machine.
+        "steady_cpu_s_per_outer_step": round(median(cpu_s[2:22]), 6),
+        "median_s_per_outer_step_all": round(median(step_s[1:]), 6),
         "total_loop_s": round(total_loop_s, 3),
         "num_outer_steps": num_steps,
         "meta_loss_first": float(losses[0]),

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from lopt_core.datasets import SPLITS, stack_task_batches
+from lopt_core.datasets import SPLITS, stack_batches
 from lopt_core.learned.base import LearnedOptimizer
 from lopt_core.outer.truncation_schedules import TruncationSchedule
 from lopt_core.sharding import MeshArg, constrain, resolve_mesh
@@ -66,6 +66,30 @@ def unroll_keys(key: jax.Array, task_ids: jax.Array, num_steps: int) -> jax.Arra
         return jax.random.split(jax.random.fold_in(step_key, task_id), _NUM_STEP_KEYS)
 
     return jax.vmap(lambda k: jax.vmap(lambda i: one(k, i))(task_ids))(per_step)
+
+
+def _tiles(task_ids: Any, num_slots: int) -> int | None:
+    """``r`` when ``task_ids`` is known at trace time to be ``r`` copies of ``0..num_slots-1``."""
+    try:
+        ids = np.asarray(task_ids)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return None  # traced ids: not known until run time
+    if ids.ndim != 1 or ids.size == 0 or ids.size % num_slots:
+        return None
+    reps = ids.size // num_slots
+    return reps if np.array_equal(ids, np.tile(np.arange(num_slots), reps)) else None
+
+
+def _same_structure(batch: Any, treedef: Any, first: list) -> list:
+    """``batch``'s leaves, checked against the first task's structure and shapes."""
+    leaves, other = jax.tree_util.tree_flatten(batch)
+    if other != treedef or any(a.shape != b.shape for a, b in zip(leaves, first, strict=True)):
+        raise ValueError(
+            "A dataset iterator must yield batches of one fixed structure and shape; got "
+            f"{jax.tree_util.tree_map(np.shape, batch)} after "
+            f"{jax.tree_util.tree_map(np.shape, jax.tree_util.tree_unflatten(treedef, first))}."
+        )
+    return leaves
 
 
 def tree_where(mask: jax.Array, on_true: Any, on_false: Any) -> Any:
@@ -165,8 +189,20 @@ class VectorizedLOptTruncatedStep:
             return None
         out = {}
         for split in self._splits():
-            stacked = stack_task_batches(datasets.split(split), self.num_tasks, num_steps)
-            out[split] = jax.tree_util.tree_map(lambda x: np.swapaxes(x, 0, 1), stacked)
+            iterator = datasets.split(split)
+            # Task slot after task slot (the draw order resumed runs rely on), written
+            # straight into a step-major array: a transposed view would cost a copy
+            # on the way to the device.
+            per_task = stack_batches(iterator, num_steps)
+            leaves, treedef = jax.tree_util.tree_flatten(per_task)
+            stacked = [np.empty((num_steps, self.num_tasks) + x.shape[1:], x.dtype) for x in leaves]
+            for task in range(self.num_tasks):
+                if task:
+                    per_task = stack_batches(iterator, num_steps)
+                    leaves = _same_structure(per_task, treedef, leaves)
+                for dst, src in zip(stacked, leaves, strict=True):
+                    dst[:, task] = src
+            out[split] = jax.tree_util.tree_unflatten(treedef, stacked)
         return out
 
     # ----- pure functions (traced) -----
@@ -258,11 +294,35 @@ class VectorizedLOptTruncatedStep:
         Returns the new state and per-step outputs of shape ``[T, P]``.
         """
         mesh = self.particle_mesh(task_ids.shape[0])
-        if batches is not None:
+        # Particles [reps copies of slots 0..n-1] (what the estimators use) read the
+        # batches in place through a nested vmap; other orders gather them first.
+        reps = None if batches is None or mesh is not None else _tiles(task_ids, self.num_tasks)
+        if batches is not None and reps is None:
             batches = jax.tree_util.tree_map(lambda x: jnp.take(x, task_ids, axis=1), batches)
             batches = constrain(batches, mesh, axis=1)
         if theta_axis is not None:
             theta = constrain(theta, mesh, theta_axis)
+
+        def inner_steps(theta, state, keys, train_batch, meta_batch):
+            """``_inner_step`` of every particle."""
+            if train_batch is None:
+                in_axes = (theta_axis, 0, 0, None, None)
+                return jax.vmap(self._inner_step, in_axes=in_axes)(
+                    theta, state, keys, train_batch, meta_batch
+                )
+            if reps is None:
+                in_axes = (theta_axis, 0, 0, 0, 0)
+                return jax.vmap(self._inner_step, in_axes=in_axes)(
+                    theta, state, keys, train_batch, meta_batch
+                )
+            split = lambda x: x.reshape((reps, x.shape[0] // reps) + x.shape[1:])
+            split_theta = theta if theta_axis is None else jax.tree_util.tree_map(split, theta)
+            per_slot = jax.vmap(self._inner_step, in_axes=(theta_axis, 0, 0, 0, 0))
+            out = jax.vmap(per_slot, in_axes=(theta_axis, 0, 0, None, None))(
+                split_theta, jax.tree_util.tree_map(split, state), split(keys),
+                train_batch, meta_batch,
+            )  # fmt: skip
+            return jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[2:]), out)
 
         def step(state, xs):
             keys, step_batches = xs  # keys: [P, 8], the particles' keys of this step
@@ -283,9 +343,7 @@ class VectorizedLOptTruncatedStep:
             else:
                 train_batch = step_batches["train"]
                 meta_batch = step_batches.get(self.meta_loss_split, train_batch)
-            in_axes = (theta_axis, 0, 0, 0 if train_batch is not None else None)
-            in_axes = in_axes + (in_axes[-1],)
-            state, loss, meta_loss = jax.vmap(self._inner_step, in_axes=in_axes)(
+            state, loss, meta_loss = inner_steps(
                 theta, state, keys[:, _NUM_RESTART_KEYS:], train_batch, meta_batch
             )
             return constrain(state, mesh), UnrollOutput(loss, meta_loss, needs_restart)

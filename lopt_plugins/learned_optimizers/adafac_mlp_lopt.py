@@ -22,9 +22,14 @@ from lopt_plugins.learned_optimizers.features import (
     ema,
     second_moment_normalize,
     tanh_time_features,
-    with_time_features,
 )
-from lopt_plugins.learned_optimizers.mlp import PerElementMLP, check_mlp_args
+from lopt_plugins.learned_optimizers.mlp import (
+    PerElementMLP,
+    apply_per_element,
+    check_mlp_args,
+    per_leaf_rows,
+    split_rows,
+)
 
 _EPS = 1e-30  # Adafactor's epsilon on squared gradients
 
@@ -167,7 +172,7 @@ class _AdafacMLPLOptOptimizer(Optimizer):
         )
         time_features = tanh_time_features(opt_state.iteration)
 
-        def step(p, g, m, v, f):
+        def features(p, g, m, v, f):
             rsqrt_v = jax.lax.rsqrt(v + 1e-8)[..., None]
             rsqrt_fac = jax.lax.rsqrt(_factored_second_moment(f) + 1e-8)
             features = jnp.concatenate(
@@ -183,15 +188,24 @@ class _AdafacMLPLOptOptimizer(Optimizer):
                 ],
                 axis=-1,
             )
-            features = with_time_features(second_moment_normalize(features), time_features)
-            out = lopt.mlp.apply(self.theta, features)
+            return second_moment_normalize(features)
+
+        def step(p, out):
             direction, magnitude = out[..., 0], out[..., 1]
             step = direction * jnp.exp(magnitude * lopt.exp_mult) * lopt.step_mult
             return (p - step).astype(p.dtype)  # the MLP is float32; keep e.g. bfloat16
 
-        params = tree_map(step, opt_state.params, grad, momenta, rms, factored, is_leaf=is_factored)
+        leaves, treedef = jax.tree_util.tree_flatten(opt_state.params)
+        per_leaf = [treedef.flatten_up_to(t) for t in (grad, momenta, rms)]
+        per_leaf.append(treedef.flatten_up_to(factored))
+        feats = [features(*args) for args in zip(leaves, *per_leaf, strict=True)]
+        # One MLP over the elements of every tensor at once (see MLPLOpt.update).
+        new_params = []
+        if leaves:  # (a model without parameters has nothing to update)
+            out = apply_per_element(self.theta, per_leaf_rows(feats), time_features)
+            new_params = [step(p, o) for p, o in zip(leaves, split_rows(out, leaves), strict=True)]
         return AdafacMLPLOptState(
-            params=params,
+            params=jax.tree_util.tree_unflatten(treedef, new_params),
             model_state=model_state,
             iteration=opt_state.iteration + 1,
             momenta=momenta,

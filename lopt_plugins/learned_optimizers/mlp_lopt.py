@@ -15,9 +15,14 @@ from lopt_plugins.learned_optimizers.features import (
     ema,
     second_moment_normalize,
     tanh_time_features,
-    with_time_features,
 )
-from lopt_plugins.learned_optimizers.mlp import PerElementMLP, check_mlp_args
+from lopt_plugins.learned_optimizers.mlp import (
+    PerElementMLP,
+    apply_per_element,
+    check_mlp_args,
+    per_leaf_rows,
+    split_rows,
+)
 
 
 @struct.dataclass
@@ -90,17 +95,28 @@ class _MLPLOptOptimizer(Optimizer):
             lambda m, g: ema(decays, m, g).astype(m.dtype), opt_state.momenta, grad
         )
         time_features = tanh_time_features(opt_state.iteration)
+        leaves, treedef = jax.tree_util.tree_flatten(opt_state.params)
+        grads = treedef.flatten_up_to(grad)
+        moms = treedef.flatten_up_to(momenta)
+        # Per-element features, normalized per tensor; then one MLP over the elements of
+        # every tensor at once (one set of kernels, not one per tensor), with the time
+        # features, equal for all elements, folded into the first layer's bias.
+        features = [
+            second_moment_normalize(jnp.concatenate([p[..., None], g[..., None], m], axis=-1))
+            for p, g, m in zip(leaves, grads, moms, strict=True)
+        ]
 
-        def step(p, g, m):
-            features = jnp.concatenate([p[..., None], g[..., None], m], axis=-1)
-            features = with_time_features(second_moment_normalize(features), time_features)
-            out = lopt.mlp.apply(self.theta, features)
+        def step(p, out):
             direction, magnitude = out[..., 0], out[..., 1]
             step = direction * jnp.exp(magnitude * lopt.exp_mult) * lopt.step_mult
             return (p - step).astype(p.dtype)
 
+        new_params = []
+        if leaves:  # (a model without parameters has nothing to update)
+            out = apply_per_element(self.theta, per_leaf_rows(features), time_features)
+            new_params = [step(p, o) for p, o in zip(leaves, split_rows(out, leaves), strict=True)]
         return MLPLOptState(
-            params=jax.tree_util.tree_map(step, opt_state.params, grad, momenta),
+            params=jax.tree_util.tree_unflatten(treedef, new_params),
             model_state=model_state,
             iteration=opt_state.iteration + 1,
             momenta=momenta,
