@@ -7,6 +7,7 @@ worker is restarted and the run finishes, and `lopt train --ray` works.
 
 from __future__ import annotations
 
+import _thread
 import json
 import os
 import textwrap
@@ -27,6 +28,7 @@ from test_executor import (  # noqa: E402  (after the skip on purpose)
     RECIPES,
     assert_same_theta,
     flat,
+    header,
     metric_rows,
     quadratic_recipe,
 )
@@ -77,16 +79,17 @@ def test_sync_two_workers_give_the_single_process_theta(tmp_path, family):
 
 
 def test_async_workers_make_progress_within_the_staleness_bound(tmp_path):
-    # max_staleness=0: of the two estimates computed from one theta, the one that
-    # arrives second is always stale, so at least one is dropped.
+    # max_staleness=0: an estimate is applied only if no other was applied since its
+    # theta was sent. How many are dropped depends on timing (a worker still compiling
+    # may deliver only after the run ends); test_executor.py counts drops exactly.
     result = ray_run(tmp_path, quadratic_recipe, workers=2, worker_mode="async", max_staleness=0,
                      num_steps=8)  # fmt: skip
     rows = metric_rows(tmp_path)
     assert [r["step"] for r in rows] == list(range(1, 9))
     assert all(r["staleness"] == 0 for r in rows)
-    assert rows[-1]["stale_dropped"] >= 1
     assert int(result.state.step) == 8 and np.isfinite(flat(result.state.theta)).all()
     assert not np.allclose(flat(result.state.theta), flat(LOPT.init(KEY)))
+    assert np.isfinite([r["meta_loss"] for r in rows]).all()
 
 
 def _kill_worker_when(metrics_path: Path, rows: int, killed: list) -> None:
@@ -125,6 +128,34 @@ def test_a_killed_worker_is_restarted_and_the_run_finishes(tmp_path):
     # one waited for the restart. Either way the new process rebuilt its state from theta.
     assert rows[-1]["worker_rebuilds"] == 1
     assert int(result.state.step) == 30 and np.isfinite(flat(result.state.theta)).all()
+
+
+def _interrupt_when(metrics_path: Path, rows: int) -> None:
+    """Ctrl-C (KeyboardInterrupt in the main thread) once ``rows`` metric rows are written."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if metrics_path.is_file() and len(metrics_path.read_text().splitlines()) >= rows:
+            _thread.interrupt_main()
+            return
+        time.sleep(0.01)
+
+
+def test_ctrl_c_stops_the_learner_with_a_checkpoint_that_resumes_anywhere(tmp_path):
+    helper = threading.Thread(target=_interrupt_when, args=(tmp_path / "metrics.jsonl", 3))
+    helper.start()
+    try:
+        cut = ray_run(tmp_path, quadratic_recipe, workers=2, num_steps=200, checkpoint_every=100)
+    finally:
+        helper.join()
+    assert cut.interrupted and 3 <= int(cut.state.step) < 200
+    step = int(cut.state.step)
+    assert header(tmp_path, cut.state)["step"] == step
+    assert [r["step"] for r in metric_rows(tmp_path)] == list(range(1, step + 1))
+    # The learner's checkpoint (no worker states) continues in a single process.
+    done = meta_train(tmp_path, **quadratic_recipe(), num_estimators=2, num_steps=step + 2,
+                      resume=True, progress=False)  # fmt: skip
+    assert int(done.state.step) == step + 2 and len(done.state.worker_states) == 2
+    assert [r["step"] for r in metric_rows(tmp_path)] == list(range(1, step + 3))
 
 
 def test_lopt_train_ray_runs_and_resumes(tmp_path):

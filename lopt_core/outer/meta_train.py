@@ -444,7 +444,9 @@ class _Run:
                 on_row(row)
             return row
 
-        with open(self.metrics_path, "a") as metrics_file:
+        # Line-buffered: each row is on disk as soon as it is written (`tail -f` shows
+        # progress; a crash loses no row that was reported).
+        with open(self.metrics_path, "a", buffering=1) as metrics_file:
             try:
                 for step in range(start_step, num_steps):
                     if should_stop is not None and should_stop():
