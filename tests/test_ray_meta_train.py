@@ -31,6 +31,7 @@ from test_executor import (  # noqa: E402  (after the skip on purpose)
     header,
     metric_rows,
     quadratic_recipe,
+    regression_recipe,
 )
 
 from lopt_core.distributed import init_ray  # noqa: E402
@@ -189,3 +190,9 @@ def test_lopt_train_ray_runs_and_resumes(tmp_path):
     rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
     assert "stale_dropped" in rows[-1]  # the rows of a worker pool
+
+
+def test_objects_that_cannot_travel_ask_for_a_recipe(tmp_path):
+    # The regression family's data iterators are generators, which cannot be pickled.
+    with pytest.raises(TypeError, match="recipe="):
+        meta_train(tmp_path, **regression_recipe(), ray=True, workers=2, progress=False)
