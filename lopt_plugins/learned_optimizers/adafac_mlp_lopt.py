@@ -17,18 +17,12 @@ from flax import struct
 
 from lopt_core.learned import LearnedOptimizer
 from lopt_core.optimizers import Optimizer
-from lopt_plugins.learned_optimizers.features import (
-    TIME_SCALES,
-    ema,
-    second_moment_normalize,
-    tanh_time_features,
-)
+from lopt_plugins.learned_optimizers.features import TIME_SCALES, ema, tanh_time_features
 from lopt_plugins.learned_optimizers.mlp import (
     PerElementMLP,
-    apply_per_element,
     check_mlp_args,
-    per_leaf_rows,
-    split_rows,
+    normalize_columns,
+    per_element_outputs,
 )
 
 _EPS = 1e-30  # Adafactor's epsilon on squared gradients
@@ -87,6 +81,22 @@ def _factored_second_moment(f: FactoredMoments) -> jax.Array:
     row_mean = jnp.mean(f.row, axis=-2, keepdims=True)  # [..., 1, K]
     row_factor = f.row / (row_mean + _EPS)  # [..., rows, K]
     return row_factor[..., :, None, :] * f.col[..., None, :, :]
+
+
+def _factored_rsqrt_columns(f: FactoredMoments) -> list[jax.Array]:
+    """``rsqrt(second moment + 1e-8)`` for each decay, each shaped like the parameter.
+
+    For matrices the rank-one estimate ``row_factor[i] * col[j]`` is formed
+    element by element, never as a ``[..., rows, cols, K]`` array.
+    """
+    if f.full is not None:
+        return [jax.lax.rsqrt(f.full[..., k] + 1e-8) for k in range(f.full.shape[-1])]
+    row_mean = jnp.mean(f.row, axis=-2, keepdims=True)  # [..., 1, K]
+    row_factor = f.row / (row_mean + _EPS)  # [..., rows, K]
+    return [
+        jax.lax.rsqrt(row_factor[..., :, None, k] * f.col[..., None, :, k] + 1e-8)
+        for k in range(f.row.shape[-1])
+    ]
 
 
 class AdafacMLPLOpt(LearnedOptimizer):
@@ -172,38 +182,31 @@ class _AdafacMLPLOptOptimizer(Optimizer):
         )
         time_features = tanh_time_features(opt_state.iteration)
 
-        def features(p, g, m, v, f):
-            rsqrt_v = jax.lax.rsqrt(v + 1e-8)[..., None]
-            rsqrt_fac = jax.lax.rsqrt(_factored_second_moment(f) + 1e-8)
-            features = jnp.concatenate(
-                [
-                    p[..., None],
-                    g[..., None],
-                    m,
-                    v[..., None],
-                    g[..., None] * rsqrt_v,
-                    m * rsqrt_v,
-                    g[..., None] * rsqrt_fac,
-                    rsqrt_fac,
-                ],
-                axis=-1,
+        def columns(p, g, m, v, f):
+            """The per-element features, as columns shaped like ``p``, normalized per tensor."""
+            rsqrt_v = jax.lax.rsqrt(v + 1e-8)
+            moms = [m[..., k] for k in range(m.shape[-1])]
+            rsqrt_fac = _factored_rsqrt_columns(f)
+            return normalize_columns(
+                [p, g, *moms, v, g * rsqrt_v, *(mk * rsqrt_v for mk in moms)]
+                + [g * r for r in rsqrt_fac]
+                + rsqrt_fac
             )
-            return second_moment_normalize(features)
 
         def step(p, out):
-            direction, magnitude = out[..., 0], out[..., 1]
+            direction, magnitude = out
             step = direction * jnp.exp(magnitude * lopt.exp_mult) * lopt.step_mult
             return (p - step).astype(p.dtype)  # the MLP is float32; keep e.g. bfloat16
 
         leaves, treedef = jax.tree_util.tree_flatten(opt_state.params)
         per_leaf = [treedef.flatten_up_to(t) for t in (grad, momenta, rms)]
         per_leaf.append(treedef.flatten_up_to(factored))
-        feats = [features(*args) for args in zip(leaves, *per_leaf, strict=True)]
-        # One MLP over the elements of every tensor at once (see MLPLOpt.update).
+        feature_columns = [columns(*args) for args in zip(leaves, *per_leaf, strict=True)]
         new_params = []
         if leaves:  # (a model without parameters has nothing to update)
-            out = apply_per_element(self.theta, per_leaf_rows(feats), time_features)
-            new_params = [step(p, o) for p, o in zip(leaves, split_rows(out, leaves), strict=True)]
+            # The small MLP runs elementwise per tensor (see per_element_outputs).
+            outputs = per_element_outputs(self.theta, feature_columns, time_features)
+            new_params = [step(p, o) for p, o in zip(leaves, outputs, strict=True)]
         return AdafacMLPLOptState(
             params=jax.tree_util.tree_unflatten(treedef, new_params),
             model_state=model_state,

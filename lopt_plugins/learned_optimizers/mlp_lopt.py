@@ -10,18 +10,12 @@ from flax import struct
 
 from lopt_core.learned import LearnedOptimizer
 from lopt_core.optimizers import Optimizer
-from lopt_plugins.learned_optimizers.features import (
-    TIME_SCALES,
-    ema,
-    second_moment_normalize,
-    tanh_time_features,
-)
+from lopt_plugins.learned_optimizers.features import TIME_SCALES, ema, tanh_time_features
 from lopt_plugins.learned_optimizers.mlp import (
     PerElementMLP,
-    apply_per_element,
     check_mlp_args,
-    per_leaf_rows,
-    split_rows,
+    normalize_columns,
+    per_element_outputs,
 )
 
 
@@ -98,23 +92,23 @@ class _MLPLOptOptimizer(Optimizer):
         leaves, treedef = jax.tree_util.tree_flatten(opt_state.params)
         grads = treedef.flatten_up_to(grad)
         moms = treedef.flatten_up_to(momenta)
-        # Per-element features, normalized per tensor; then one MLP over the elements of
-        # every tensor at once (one set of kernels, not one per tensor), with the time
-        # features, equal for all elements, folded into the first layer's bias.
-        features = [
-            second_moment_normalize(jnp.concatenate([p[..., None], g[..., None], m], axis=-1))
+        # Per-element features, normalized per tensor, then the MLP over every tensor's
+        # elements (see per_element_outputs), with the time features, equal for all
+        # elements, folded into the first layer's bias.
+        columns = [
+            normalize_columns([p, g, *(m[..., k] for k in range(m.shape[-1]))])
             for p, g, m in zip(leaves, grads, moms, strict=True)
         ]
 
         def step(p, out):
-            direction, magnitude = out[..., 0], out[..., 1]
+            direction, magnitude = out
             step = direction * jnp.exp(magnitude * lopt.exp_mult) * lopt.step_mult
             return (p - step).astype(p.dtype)
 
         new_params = []
         if leaves:  # (a model without parameters has nothing to update)
-            out = apply_per_element(self.theta, per_leaf_rows(features), time_features)
-            new_params = [step(p, o) for p, o in zip(leaves, split_rows(out, leaves), strict=True)]
+            outputs = per_element_outputs(self.theta, columns, time_features)
+            new_params = [step(p, o) for p, o in zip(leaves, outputs, strict=True)]
         return MLPLOptState(
             params=jax.tree_util.tree_unflatten(treedef, new_params),
             model_state=model_state,
