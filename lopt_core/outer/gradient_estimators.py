@@ -224,7 +224,7 @@ class TruncatedPES(GradientEstimator):
         eps = layout.normal(eps_key, n, self.std)  # flat [n, D] (or theta-shaped)
         inner, out = self.truncated_step.unroll(
             _antithetic(theta, layout.as_tree(eps)), worker_state.inner, unroll_key, batches,
-            jnp.asarray(self._task_ids), self.unroll_length, theta_axis=0,
+            self._task_ids, self.unroll_length, theta_axis=0,
         )  # fmt: skip
         delta, nonfinite = _finite_or_zero(out.meta_loss[:, :n] - out.meta_loss[:, n:])  # [T, n]
         restarted = out.restarted[:, :n]
@@ -301,14 +301,16 @@ class FullES(GradientEstimator):
         layout = _FlatTheta(theta)
         eps = layout.normal(eps_key, n, self.std)
         thetas = _antithetic(theta, layout.as_tree(eps))
-        task_ids = jnp.asarray(self._task_ids)
+        task_ids = self._task_ids  # numpy: known when tracing (see unroll)
         inner = self.truncated_step.init_state(thetas, init_key, task_ids, theta_axis=0)
-        # Whole runs: no random offset and no restart within the unroll.
+        # Whole runs: no random offset and no restart within the unroll (a run that
+        # diverges stays diverged: its pair is dropped as non-finite).
         horizon = jnp.full_like(inner.horizon, self.unroll_length)
         inner = inner.replace(inner_step=jnp.zeros_like(inner.inner_step), horizon=horizon)
         _, out = self.truncated_step.unroll(
-            thetas, inner, unroll_key, batches, task_ids, self.unroll_length, theta_axis=0
-        )
+            thetas, inner, unroll_key, batches, task_ids, self.unroll_length, theta_axis=0,
+            restarts=False,
+        )  # fmt: skip
         losses = jnp.mean(out.meta_loss, axis=0) if self.loss_type == "avg" else out.meta_loss[-1]
         delta, nonfinite = _finite_or_zero(losses[:n] - losses[n:])
         grad = layout.as_tree(_weighted_mean(delta / (2 * self.std**2), eps))
@@ -335,7 +337,7 @@ class TruncatedGrad(GradientEstimator):
     def estimate(self, worker_state, theta, key, batches):
         def mean_meta_loss(theta):
             inner, out = self.truncated_step.unroll(
-                theta, worker_state, key, batches, jnp.asarray(self._task_ids), self.unroll_length
+                theta, worker_state, key, batches, self._task_ids, self.unroll_length
             )
             return jnp.mean(out.meta_loss), (inner, out)
 

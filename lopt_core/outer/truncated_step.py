@@ -170,7 +170,9 @@ class VectorizedLOptTruncatedStep:
         return resolve_mesh(self.mesh, num_particles)
 
     def _check_family(self) -> None:
-        sample_cfgs(self.task_family, jax.random.PRNGKey(0), 1)  # fails early and clearly
+        # Fails early and clearly; traced only (eval_shape), so nothing is compiled.
+        key = jax.ShapeDtypeStruct((2,), jnp.uint32)
+        jax.eval_shape(lambda k: sample_cfgs(self.task_family, k, 1), key)
 
     # ----- data (host side) -----
 
@@ -286,12 +288,18 @@ class VectorizedLOptTruncatedStep:
         task_ids: jax.Array,
         num_steps: int,
         theta_axis: int | None = None,
+        restarts: bool = True,
     ) -> tuple[InnerState, UnrollOutput]:
         """Run ``num_steps`` steps of every particle in one ``lax.scan``.
 
         ``batches`` is what ``get_batches(num_steps)`` returned (leaves
         ``[T, num_tasks, ...]``); particle ``p`` reads task slot ``task_ids[p]``.
         Returns the new state and per-step outputs of shape ``[T, P]``.
+        ``task_ids`` given as a numpy array (known when tracing) lets particles
+        ``[r copies of 0..num_tasks-1]`` read the batches in place instead of a gathered
+        copy. ``restarts=False`` never restarts a problem within this unroll (for
+        callers that know none reaches its horizon: the restart code is then not
+        compiled at all); ``restarted`` is then all False.
         """
         mesh = self.particle_mesh(task_ids.shape[0])
         # Particles [reps copies of slots 0..n-1] (what the estimators use) read the
@@ -336,8 +344,11 @@ class VectorizedLOptTruncatedStep:
                 )(theta, keys)
                 return tree_where(needs_restart, fresh, state)
 
-            # Restarts are rare; the cond skips building fresh problems on most steps.
-            state = jax.lax.cond(jnp.any(needs_restart), restart, lambda s: s, state)
+            if restarts:
+                # Restarts are rare; the cond skips building fresh problems on most steps.
+                state = jax.lax.cond(jnp.any(needs_restart), restart, lambda s: s, state)
+            else:
+                needs_restart = jnp.zeros_like(needs_restart)
             if step_batches is None:
                 train_batch = meta_batch = None
             else:

@@ -21,6 +21,7 @@ from lopt_plugins.learned_optimizers.features import TIME_SCALES, ema, tanh_time
 from lopt_plugins.learned_optimizers.mlp import (
     PerElementMLP,
     check_mlp_args,
+    init_mlp,
     normalize_columns,
     per_element_outputs,
 )
@@ -133,7 +134,7 @@ class AdafacMLPLOpt(LearnedOptimizer):
         self.num_features = 2 + km + 1 + 1 + km + 2 * ka + len(TIME_SCALES)
 
     def init(self, key: jax.Array) -> Any:
-        return self.mlp.init(key, jnp.zeros((1, self.num_features), jnp.float32))
+        return init_mlp(self.mlp, key, self.num_features)
 
     def opt_fn(self, theta: Any, is_training: bool = False) -> Optimizer:
         return _AdafacMLPLOptOptimizer(self, theta)

@@ -14,6 +14,7 @@ from lopt_plugins.learned_optimizers.features import TIME_SCALES, ema, tanh_time
 from lopt_plugins.learned_optimizers.mlp import (
     PerElementMLP,
     check_mlp_args,
+    init_mlp,
     normalize_columns,
     per_element_outputs,
 )
@@ -56,7 +57,7 @@ class MLPLOpt(LearnedOptimizer):
         self.num_features = 2 + len(momentum_decays) + len(TIME_SCALES)
 
     def init(self, key: jax.Array) -> Any:
-        return self.mlp.init(key, jnp.zeros((1, self.num_features), jnp.float32))
+        return init_mlp(self.mlp, key, self.num_features)
 
     def opt_fn(self, theta: Any, is_training: bool = False) -> Optimizer:
         return _MLPLOptOptimizer(self, theta)
