@@ -93,14 +93,18 @@ def test_async_workers_make_progress_within_the_staleness_bound(tmp_path):
     assert np.isfinite([r["meta_loss"] for r in rows]).all()
 
 
-def _kill_worker_when(metrics_path: Path, rows: int, killed: list) -> None:
-    """Kill worker 0 (Ray restarts it) once ``rows`` metric rows are written."""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
+def _wait_for_rows(metrics_path: Path, rows: int, run_over: threading.Event) -> bool:
+    """Wait until ``rows`` metric rows are written; False if the run ended first."""
+    while not run_over.is_set():
         if metrics_path.is_file() and len(metrics_path.read_text().splitlines()) >= rows:
-            break
+            return True
         time.sleep(0.01)
-    else:
+    return False
+
+
+def _kill_worker_when(metrics_path: Path, rows: int, run_over, killed: list) -> None:
+    """Kill worker 0 (Ray restarts it) once ``rows`` metric rows are written."""
+    if not _wait_for_rows(metrics_path, rows, run_over):
         return
     for actor in ray.util.list_named_actors(all_namespaces=True):
         if actor["name"].endswith("-worker-0"):
@@ -114,13 +118,14 @@ def _kill_worker_when(metrics_path: Path, rows: int, killed: list) -> None:
 
 def test_a_killed_worker_is_restarted_and_the_run_finishes(tmp_path):
     killed: list[str] = []
-    killer = threading.Thread(
-        target=_kill_worker_when, args=(tmp_path / "metrics.jsonl", 3, killed)
-    )
+    run_over = threading.Event()
+    args = (tmp_path / "metrics.jsonl", 3, run_over, killed)
+    killer = threading.Thread(target=_kill_worker_when, args=args)
     killer.start()
     try:
         result = ray_run(tmp_path, quadratic_recipe, workers=2, num_steps=30, checkpoint_every=10)
     finally:
+        run_over.set()
         killer.join()
     assert killed, "the test never got to kill a worker"
     rows = metric_rows(tmp_path)
@@ -131,22 +136,21 @@ def test_a_killed_worker_is_restarted_and_the_run_finishes(tmp_path):
     assert int(result.state.step) == 30 and np.isfinite(flat(result.state.theta)).all()
 
 
-def _interrupt_when(metrics_path: Path, rows: int) -> None:
+def _interrupt_when(metrics_path: Path, rows: int, run_over: threading.Event) -> None:
     """Ctrl-C (KeyboardInterrupt in the main thread) once ``rows`` metric rows are written."""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if metrics_path.is_file() and len(metrics_path.read_text().splitlines()) >= rows:
-            _thread.interrupt_main()
-            return
-        time.sleep(0.01)
+    if _wait_for_rows(metrics_path, rows, run_over):
+        _thread.interrupt_main()
 
 
 def test_ctrl_c_stops_the_learner_with_a_checkpoint_that_resumes_anywhere(tmp_path):
-    helper = threading.Thread(target=_interrupt_when, args=(tmp_path / "metrics.jsonl", 3))
+    run_over = threading.Event()
+    args = (tmp_path / "metrics.jsonl", 3, run_over)
+    helper = threading.Thread(target=_interrupt_when, args=args)
     helper.start()
     try:
         cut = ray_run(tmp_path, quadratic_recipe, workers=2, num_steps=200, checkpoint_every=100)
     finally:
+        run_over.set()
         helper.join()
     assert cut.interrupted and 3 <= int(cut.state.step) < 200
     step = int(cut.state.step)
