@@ -46,6 +46,9 @@ def require_ray():
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     """Connect to Ray: the cluster at ``address``, else a new local one (``num_cpus`` CPUs).
 
+    Without an address a new cluster is started even when this machine already
+    runs one (``ray start``); ``address="auto"`` joins that one instead.
+
     Returns True when this call started or joined Ray (the caller then shuts it
     down), False when Ray was already initialized in this process (it is used as
     it is, whatever ``address`` says).
@@ -60,7 +63,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
         if address:
             ray.init(address=address)
         else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False)
+            # "local": a new cluster, not the `ray start` one ray.init() would find.
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
     return True
 
 
