@@ -10,7 +10,20 @@ from lopt_core.outer.gradient_estimators import (
     TruncatedPES,
     sample_perturbations,
 )
-from lopt_core.outer.learner import GradientLearner, LearnerState
+from lopt_core.outer.learner import (
+    Executor,
+    GradientLearner,
+    GradientWorker,
+    InProcessWorkers,
+    LearnerState,
+    LocalExecutor,
+    PoolExecutor,
+    WorkerJob,
+    WorkerLost,
+    WorkerPool,
+    WorkerResult,
+    WorkersFailed,
+)
 from lopt_core.outer.truncated_step import InnerState, UnrollOutput, VectorizedLOptTruncatedStep
 from lopt_core.outer.truncation_schedules import (
     ConstantTruncationSchedule,
@@ -25,7 +38,17 @@ __all__ = [
     "FullES",
     "GradientEstimate",
     "GradientEstimator",
+    "Executor",
     "GradientLearner",
+    "GradientWorker",
+    "InProcessWorkers",
+    "LocalExecutor",
+    "PoolExecutor",
+    "WorkerJob",
+    "WorkerLost",
+    "WorkerPool",
+    "WorkerResult",
+    "WorkersFailed",
     "InnerState",
     "LearnerState",
     "LogUniformLengthSchedule",
