@@ -15,8 +15,7 @@ from lopt_core import get_registry
 from lopt_core.learned import LearnedOptimizer
 from lopt_core.optimizers import OptaxOptimizer
 from lopt_plugins.learned_optimizers import ResidualAdamLOpt
-from lopt_plugins.learned_optimizers.features import TIME_SCALES
-from lopt_plugins.learned_optimizers.residual_adam import HPARAMS
+from lopt_plugins.learned_optimizers.residual_adam import HPARAMS, SCHEDULE_TIME_SCALES
 
 KEY = jax.random.PRNGKey(0)
 # Compiling dominates these tests' time; XLA's backend at -O0 compiles ~2.5x faster.
@@ -104,7 +103,9 @@ def test_theta_layout():
     theta = NO_MLP.init(KEY)
     assert set(theta) == {"hparams", "schedule"}
     assert theta["hparams"].shape == (len(HPARAMS),)
-    assert theta["schedule"].shape == (len(TIME_SCALES),)
+    assert theta["schedule"].shape == (len(SCHEDULE_TIME_SCALES),)
+    custom = ResidualAdamLOpt(use_mlp=False, schedule_time_scales=(10, 100))
+    assert custom.init(KEY)["schedule"].shape == (2,)
     theta = WITH_MLP.init(KEY)
     layers = theta["mlp"]["params"]
     assert layers["Dense_0"]["kernel"].shape == (5, 4)
@@ -135,8 +136,8 @@ def test_hyper_parameters_are_offsets_times_hparam_mult():
 def test_schedule_multiplies_the_learning_rate_by_a_function_of_the_step():
     lopt = NO_MLP
     theta = lopt.init(KEY)
-    w = np.zeros(len(TIME_SCALES), np.float32)
-    w[TIME_SCALES.index(100)] = -0.5 / lopt.hparam_mult  # decay with time scale 100
+    w = np.zeros(len(SCHEDULE_TIME_SCALES), np.float32)
+    w[SCHEDULE_TIME_SCALES.index(100)] = -0.5 / lopt.hparam_mult  # decay with time scale 100
     theta = dict(theta, schedule=jnp.asarray(w))
     lrs = [float(lopt.hyper_parameters(theta, t)["lr"]) for t in (0, 50, 100, 200, 400)]
     assert lrs[0] == pytest.approx(0.02, rel=1e-6)  # tanh(0) = 0: no change at step 0
@@ -144,7 +145,7 @@ def test_schedule_multiplies_the_learning_rate_by_a_function_of_the_step():
     expected = 0.02 * np.exp(5.0 * np.tanh(-0.5 * np.tanh(1.0) / 5.0))
     assert lrs[2] == pytest.approx(expected, rel=1e-5)  # ...as exp(soft-bounded sum)
     # A wild schedule stays within exp(+-5) of the base rate.
-    wild = dict(theta, schedule=jnp.full(len(TIME_SCALES), 1e3))
+    wild = dict(theta, schedule=jnp.full(len(SCHEDULE_TIME_SCALES), 1e3))
     assert float(lopt.hyper_parameters(wild, 10)["lr"]) <= 0.02 * math.exp(5.0) * (1 + 1e-5)
 
 
@@ -202,8 +203,17 @@ def test_vmap_over_theta_matches_one_at_a_time():
         ({"hparam_mult": 0.0}, "hparam_mult"),
         ({"residual_mult": -1.0}, "residual_mult"),
         ({"hidden_size": 0}, "hidden_size"),
+        ({"schedule_time_scales": ()}, "schedule_time_scales"),
+        ({"schedule_time_scales": (10, -1)}, "schedule_time_scales"),
     ],
 )
 def test_bad_arguments_raise_clearly(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ResidualAdamLOpt(**kwargs)
+
+
+def test_defaults_are_pytorch_adamw():
+    lopt = ResidualAdamLOpt()
+    h = {k: float(v) for k, v in lopt.hyper_parameters(lopt.init(KEY), 0).items()}
+    want = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8, "weight_decay": 1e-2}
+    assert h == pytest.approx(want, rel=1e-5)

@@ -9,7 +9,7 @@ learns:
 - Adam's learning rate, betas and epsilon, and a decoupled weight decay (all in
   log space, like ``LearnableAdam``);
 - a learning-rate schedule, ``log lr(t) = log lr + sum_k w_k tanh(t / s_k)``
-  over the time scales ``s_k`` of ``features.TIME_SCALES``. It is *linear* in
+  over the time scales ``s_k`` of ``schedule_time_scales``. It is *linear* in
   bounded, monotone features of ``t`` and depends on ``t`` alone (not on the
   planned run length), so past the meta-training horizon it changes slowly
   and smoothly instead of jumping to whatever an MLP extrapolates;
@@ -39,9 +39,13 @@ from flax import struct
 
 from lopt_core.learned import LearnedOptimizer
 from lopt_core.optimizers import Optimizer
-from lopt_plugins.learned_optimizers.features import TIME_SCALES, second_moment_normalize
+from lopt_plugins.learned_optimizers.features import second_moment_normalize
 from lopt_plugins.learned_optimizers.mlp import PerElementMLP, check_mlp_args
 
+# Time scales (in steps) of the schedule's features tanh(t / s). Scales far beyond the
+# runs meta-trained on would be nearly linear in t there, hence nearly collinear and
+# poorly determined: their weights would drift and decide what happens past the horizon.
+SCHEDULE_TIME_SCALES: tuple[float, ...] = (1, 3, 10, 30, 100, 300, 1000)
 # Order of the scalar hyper-parameters in theta["hparams"].
 HPARAMS = ("log_lr", "log_one_minus_beta1", "log_one_minus_beta2", "log_epsilon", "log_wd")
 _NUM_INPUTS = 5  # p, g, m, u, sqrt(v)
@@ -79,9 +83,11 @@ class ResidualAdamLOpt(LearnedOptimizer):
     ``initial_lr``, ``initial_beta1``, ``initial_beta2``, ``initial_epsilon`` and
     ``initial_weight_decay`` give the optimizer ``theta = init(key)`` stands for
     (the MLP and the schedule start at zero, so that optimizer is exactly
-    AdamW). ``hparam_mult`` scales the stored scalars (see the module doc);
-    ``residual_mult`` the MLP's additive direction. ``use_mlp=False`` drops the
-    MLP: a learned-schedule AdamW with 16 meta-parameters.
+    AdamW; the defaults are PyTorch's AdamW defaults). ``hparam_mult`` scales
+    the stored scalars (see the module doc); ``residual_mult`` the MLP's
+    additive direction; ``schedule_time_scales`` are the ``s_k`` of the
+    schedule. ``use_mlp=False`` drops the MLP: a learned-schedule AdamW with
+    ``5 + len(schedule_time_scales)`` meta-parameters.
     """
 
     def __init__(
@@ -90,12 +96,13 @@ class ResidualAdamLOpt(LearnedOptimizer):
         initial_beta1: float = 0.9,
         initial_beta2: float = 0.999,
         initial_epsilon: float = 1e-8,
-        initial_weight_decay: float = 1e-4,
+        initial_weight_decay: float = 1e-2,
         hidden_size: int = 8,
         hidden_layers: int = 1,
         use_mlp: bool = True,
         hparam_mult: float = 3.0,
         residual_mult: float = 0.1,
+        schedule_time_scales: tuple[float, ...] = SCHEDULE_TIME_SCALES,
     ):
         owner = type(self).__name__
         check_mlp_args(owner, hidden_size, hidden_layers, (0.9,))
@@ -112,6 +119,13 @@ class ResidualAdamLOpt(LearnedOptimizer):
                 raise ValueError(f"{owner}: {what} must be a positive number, got {value!r}.")
         if not isinstance(residual_mult, (int, float)) or not 0 <= residual_mult < math.inf:
             raise ValueError(f"{owner}: residual_mult must be >= 0, got {residual_mult!r}.")
+        scales = tuple(schedule_time_scales)
+        if not scales or not all(isinstance(x, (int, float)) and 0 < x < math.inf for x in scales):
+            raise ValueError(
+                f"{owner}: schedule_time_scales must be a non-empty tuple of positive numbers, "
+                f"got {schedule_time_scales!r}."
+            )
+        self.schedule_time_scales = tuple(float(x) for x in scales)
         self.initial_lr = float(initial_lr)
         self.initial_beta1 = float(initial_beta1)
         self.initial_beta2 = float(initial_beta2)
@@ -134,7 +148,7 @@ class ResidualAdamLOpt(LearnedOptimizer):
         """Zero hyper-parameter offsets and schedule; an MLP whose last layer is zero."""
         theta: dict[str, Any] = {
             "hparams": jnp.zeros((len(HPARAMS),), jnp.float32),
-            "schedule": jnp.zeros((len(TIME_SCALES),), jnp.float32),
+            "schedule": jnp.zeros((len(self.schedule_time_scales),), jnp.float32),
         }
         if self.use_mlp:
             mlp = self.mlp.init(key, jnp.zeros((1, _NUM_INPUTS), jnp.float32))
@@ -149,7 +163,8 @@ class ResidualAdamLOpt(LearnedOptimizer):
         logs = self.hparam_mult * theta["hparams"] + jnp.asarray(self._offsets, jnp.float32)
         raw = {name: logs[i] for i, name in enumerate(HPARAMS)}
         t = jnp.asarray(iteration, jnp.float32)
-        log_mult = jnp.dot(theta["schedule"], jnp.tanh(t / jnp.asarray(TIME_SCALES, jnp.float32)))
+        scales = jnp.asarray(self.schedule_time_scales, jnp.float32)
+        log_mult = jnp.dot(theta["schedule"], jnp.tanh(t / scales))
         log_mult = soft_bound(self.hparam_mult * log_mult, _MAX_LOG_SCHEDULE)
         return {
             "lr": jnp.exp(raw["log_lr"] + log_mult),
