@@ -101,6 +101,9 @@ def outer_loop(learner: Any, num_steps: int, seed: int = 0) -> dict[str, Any]:
     return {
         "init_s": round(init_s, 4),
         "first_outer_step_s": round(step_s[0], 4),
+        # Process CPU seconds of the first step (tracing and compiling are single-threaded
+        # here): the compile cost with less of the noise of a shared machine.
+        "first_outer_step_cpu_s": round(cpu_s[0], 4),
         "steady_s_per_outer_step": round(median(step_s[2:22]), 6),
         # CPU seconds of this process (all threads) per step, same steps: less sensitive
         # than wall time to other processes on a shared machine.

@@ -44,6 +44,12 @@ def med(rows: list[dict], *path: str) -> float:
     return statistics.median(values)
 
 
+def med_or(rows: list[dict], key: str) -> str:
+    """The median of ``key`` formatted, or "-" when the runs did not record it."""
+    values = [float(row[key]) for row in rows if key in row]
+    return f"{statistics.median(values):.2f}" if values else "-"
+
+
 def main(paths: list[str]) -> None:
     rows = load(paths)
     n = max(len(v) for v in rows.values())
@@ -52,10 +58,11 @@ def main(paths: list[str]) -> None:
     print()
     print(
         "| workload | first outer step s (ref) | x faster | steady s/step (ref) | x faster "
-        "| steady CPU s/step | init s | total 200 steps s | peak RSS MiB (ref) | fraction "
+        "| steady CPU s/step | first step CPU s | init s | total 200 steps s "
+        "| peak RSS MiB (ref) | fraction "
         "| meta-loss first10 -> last10 |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, ref in REFERENCE.items():
         if name not in rows:
             continue
@@ -65,11 +72,13 @@ def main(paths: list[str]) -> None:
         print(
             f"| {name} | {first:.2f} ({ref['first']}) | {ref['first'] / first:.2f} "
             f"| {steady:.5f} ({ref['steady']}) | {ref['steady'] / steady:.2f} "
-            f"| {med(r, 'steady_cpu_s_per_outer_step'):.5f} | {med(r, 'init_s'):.2f} "
+            f"| {med(r, 'steady_cpu_s_per_outer_step'):.5f} "
+            f"| {med_or(r, 'first_outer_step_cpu_s')} | {med(r, 'init_s'):.2f} "
             f"| {med(r, 'total_loop_s'):.2f} | {rss:.0f} ({ref['rss']}) | {rss / ref['rss']:.2f} "
             f"| {med(r, 'meta_loss_first10_mean'):.3f} -> {med(r, 'meta_loss_last10_mean'):.3f} |"
         )
-    if "import_cost" in rows:
+    import_ok = all("s" in row["lopt_core_and_plugins"] for row in rows.get("import_cost", []))
+    if "import_cost" in rows and import_ok:
         r = rows["import_cost"]
         s, mib = med(r, "lopt_core_and_plugins", "s"), med(r, "lopt_core_and_plugins", "rss_mib")
         print()
@@ -88,7 +97,9 @@ def main(paths: list[str]) -> None:
         print("| inner_vmap | compile s | steady s/call | task-steps/s | ratio to hand-written |")
         print("|---|---|---|---|---|")
         for tasks in ("tasks_32", "tasks_256"):
-            for who in ("lopt", "lopt_no_eval", "hand_written"):
+            for who in ("lopt", "lopt_no_eval", "hand_written", "hand_written_optax"):
+                if who not in r[0][tasks]:
+                    continue
                 ratio = (
                     f"{med(r, tasks, f'{who}_ratio_to_hand_written'):.2f}"
                     if who != "hand_written"

@@ -22,7 +22,6 @@ from lopt_plugins.learned_optimizers.mlp import (
     PerElementMLP,
     check_mlp_args,
     init_mlp,
-    normalize_columns,
     per_element_outputs,
 )
 
@@ -184,11 +183,11 @@ class _AdafacMLPLOptOptimizer(Optimizer):
         time_features = tanh_time_features(opt_state.iteration)
 
         def columns(p, g, m, v, f):
-            """The per-element features, as columns shaped like ``p``, normalized per tensor."""
+            """The per-element features, as columns shaped like ``p`` (normalized later)."""
             rsqrt_v = jax.lax.rsqrt(v + 1e-8)
             moms = [m[..., k] for k in range(m.shape[-1])]
             rsqrt_fac = _factored_rsqrt_columns(f)
-            return normalize_columns(
+            return (
                 [p, g, *moms, v, g * rsqrt_v, *(mk * rsqrt_v for mk in moms)]
                 + [g * r for r in rsqrt_fac]
                 + rsqrt_fac

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from lopt_core.training import BackendJit
+from lopt_plugins.learned_optimizers.features import second_moment_normalize
 
 
 class PerElementMLP(nn.Module):
@@ -149,15 +150,20 @@ def per_element_outputs(
 ) -> list[list[jax.Array]]:
     """The per-element MLP on every tensor: one list of output columns per tensor.
 
-    ``columns[i]`` holds tensor ``i``'s (normalized) feature columns, each shaped like
-    the tensor; ``shared`` are inputs equal for every element (appended after them,
-    e.g. time features). Narrow MLPs run as elementwise multiply-adds per tensor;
-    wider ones as matrix products over the rows of all tensors at once
-    (``apply_per_element``). Equal to ``PerElementMLP.apply`` up to float rounding.
+    ``columns[i]`` holds tensor ``i``'s feature columns, each shaped like the tensor;
+    each is first normalized by its root mean square over the tensor
+    (``second_moment_normalize``). ``shared`` are inputs equal for every element
+    (appended after them, e.g. time features), not normalized. Narrow MLPs run as
+    elementwise multiply-adds per tensor; wider ones as matrix products over the
+    rows of all tensors at once (``apply_per_element``). Equal to
+    ``PerElementMLP.apply`` on the normalized features up to float rounding.
     """
     layers = _layers(theta)
     if max(layer["kernel"].shape[1] for layer in layers) > ELEMENTWISE_MAX_WIDTH:
-        rows = per_leaf_rows([jnp.stack(cols, axis=-1) for cols in columns])
+        # One [..., features] array per tensor: one normalizing reduction, not one per column.
+        rows = per_leaf_rows(
+            [second_moment_normalize(jnp.stack(cols, axis=-1)) for cols in columns]
+        )
         out = apply_per_element(theta, rows, shared)
         shapes = [jnp.shape(cols[0]) for cols in columns]
         return [
@@ -170,7 +176,7 @@ def per_element_outputs(
         bias0 = bias0 + shared.astype(kernel0.dtype) @ kernel0[num_elements:]
     outputs = []
     for cols in columns:
-        x = [c.astype(kernel0.dtype) for c in cols]
+        x = [c.astype(kernel0.dtype) for c in normalize_columns(cols)]
         h = [bias0[j] + sum(x[k] * kernel0[k, j] for k in range(num_elements))
              for j in range(kernel0.shape[1])]  # fmt: skip
         for layer in layers[1:]:

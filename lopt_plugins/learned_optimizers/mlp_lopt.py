@@ -15,7 +15,6 @@ from lopt_plugins.learned_optimizers.mlp import (
     PerElementMLP,
     check_mlp_args,
     init_mlp,
-    normalize_columns,
     per_element_outputs,
 )
 
@@ -93,11 +92,11 @@ class _MLPLOptOptimizer(Optimizer):
         leaves, treedef = jax.tree_util.tree_flatten(opt_state.params)
         grads = treedef.flatten_up_to(grad)
         moms = treedef.flatten_up_to(momenta)
-        # Per-element features, normalized per tensor, then the MLP over every tensor's
+        # Per-element features (normalized per tensor there), then the MLP over all tensors'
         # elements (see per_element_outputs), with the time features, equal for all
         # elements, folded into the first layer's bias.
         columns = [
-            normalize_columns([p, g, *(m[..., k] for k in range(m.shape[-1]))])
+            [p, g, *(m[..., k] for k in range(m.shape[-1]))]
             for p, g, m in zip(leaves, grads, moms, strict=True)
         ]
 
