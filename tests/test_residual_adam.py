@@ -116,13 +116,13 @@ def test_theta_layout():
 def test_hyper_parameters_are_offsets_times_hparam_mult():
     lopt = NO_MLP
     theta = lopt.init(KEY)
-    h0 = lopt.hyper_parameters(theta, 0)
+    h0 = lopt.hyper_parameters(theta)
     np.testing.assert_allclose(h0["lr"], 0.02, rtol=1e-6)
     np.testing.assert_allclose(h0["beta1"], 0.9, rtol=1e-6)
     np.testing.assert_allclose(h0["weight_decay"], 0.01, rtol=1e-5)
     # +log(2)/hparam_mult on log_lr doubles the learning rate, and the step.
     bumped = dict(theta, hparams=theta["hparams"].at[0].set(math.log(2.0) / lopt.hparam_mult))
-    np.testing.assert_allclose(lopt.hyper_parameters(bumped, 0)["lr"], 0.04, rtol=1e-5)
+    np.testing.assert_allclose(lopt.hyper_parameters(bumped)["lr"], 0.04, rtol=1e-5)
     zero_wd = ResidualAdamLOpt(initial_lr=0.02, initial_weight_decay=1e-30, use_mlp=False)
     params, grads = params_and_grads(1)
     base = run_lopt(zero_wd, theta, params, grads).params
@@ -133,20 +133,55 @@ def test_hyper_parameters_are_offsets_times_hparam_mult():
         )
 
 
+def schedule_theta(lopt, weights: dict[float, float]):
+    """Theta whose schedule puts ``weights[s] / hparam_mult`` on the time scale ``s``."""
+    w = np.zeros(len(lopt.schedule_time_scales), np.float32)
+    for scale, weight in weights.items():
+        w[lopt.schedule_time_scales.index(scale)] = weight / lopt.hparam_mult
+    return dict(lopt.init(KEY), schedule=jnp.asarray(w))
+
+
 def test_schedule_multiplies_the_learning_rate_by_a_function_of_the_step():
     lopt = NO_MLP
-    theta = lopt.init(KEY)
-    w = np.zeros(len(SCHEDULE_TIME_SCALES), np.float32)
-    w[SCHEDULE_TIME_SCALES.index(100)] = -0.5 / lopt.hparam_mult  # decay with time scale 100
-    theta = dict(theta, schedule=jnp.asarray(w))
-    lrs = [float(lopt.hyper_parameters(theta, t)["lr"]) for t in (0, 50, 100, 200, 400)]
+    lrs = np.asarray(lopt.learning_rates(schedule_theta(lopt, {100: -0.5}), 401))
     assert lrs[0] == pytest.approx(0.02, rel=1e-6)  # tanh(0) = 0: no change at step 0
-    assert all(a > b for a, b in zip(lrs, lrs[1:], strict=False))  # decays monotonically...
+    assert np.all(np.diff(lrs) < 0)  # decays monotonically...
     expected = 0.02 * np.exp(5.0 * np.tanh(-0.5 * np.tanh(1.0) / 5.0))
-    assert lrs[2] == pytest.approx(expected, rel=1e-5)  # ...as exp(soft-bounded sum)
+    assert lrs[100] == pytest.approx(expected, rel=1e-5)  # ...as exp(soft-bounded sum)
     # A wild schedule stays within exp(+-5) of the base rate.
-    wild = dict(theta, schedule=jnp.full(len(SCHEDULE_TIME_SCALES), 1e3))
-    assert float(lopt.hyper_parameters(wild, 10)["lr"]) <= 0.02 * math.exp(5.0) * (1 + 1e-5)
+    wild = dict(lopt.init(KEY), schedule=jnp.full(len(SCHEDULE_TIME_SCALES), 1e3))
+    assert np.all(np.asarray(lopt.learning_rates(wild, 50)) <= 0.02 * math.exp(5.0) * 1.00001)
+
+
+def test_learning_rate_never_rises_after_warmup():
+    lopt = NO_MLP  # warmup_steps=30
+    # Rises with scale 10 (a warm-up), then keeps rising with scale 300: capped at step 30.
+    rising = np.asarray(lopt.learning_rates(schedule_theta(lopt, {10: 1.0, 300: 1.0}), 400))
+    assert np.all(np.diff(rising[:31]) > 0)
+    np.testing.assert_allclose(rising[30:], rising[30], rtol=1e-6)
+    # Falls (scale 30), then would rise again (scale 300): it stays at its minimum instead.
+    dip = schedule_theta(lopt, {30: -2.0, 300: 3.0})
+    raw = np.asarray(
+        lopt.hyper_parameters(dip)["lr"] * jnp.exp(lopt.schedule_log_mult(dip, jnp.arange(400)))
+    )
+    lrs = np.asarray(lopt.learning_rates(dip, 400))
+    assert raw[399] > raw[100] * 1.5  # the unconstrained schedule rises again...
+    assert np.all(np.diff(lrs[30:]) <= 0)  # ...the one used does not
+    np.testing.assert_allclose(lrs[30:], np.minimum.accumulate(raw[30:]), rtol=1e-6)
+
+
+def test_update_uses_the_scheduled_learning_rate():
+    """With a constant gradient Adam's direction is 1, so each step moves by lr(t)."""
+    lopt = ResidualAdamLOpt(
+        initial_lr=0.01, initial_weight_decay=1e-30, use_mlp=False, warmup_steps=5
+    )
+    theta = schedule_theta(lopt, {3: 1.0, 30: -1.0, 300: 2.0})
+    params = {"w": jnp.zeros((2,))}
+    grads = {"w": jnp.ones((40, 2))}
+    state = run_lopt(lopt, theta, params, grads)
+    lrs = np.asarray(lopt.learning_rates(theta, 40))
+    np.testing.assert_allclose(-state.params["w"], lrs.sum(), rtol=1e-4)
+    np.testing.assert_allclose(np.exp(state.log_mult) * 0.01, lrs[-1], rtol=1e-5)
 
 
 def test_mlp_outputs_rescale_adam_and_add_a_residual():
@@ -205,6 +240,7 @@ def test_vmap_over_theta_matches_one_at_a_time():
         ({"hidden_size": 0}, "hidden_size"),
         ({"schedule_time_scales": ()}, "schedule_time_scales"),
         ({"schedule_time_scales": (10, -1)}, "schedule_time_scales"),
+        ({"warmup_steps": -1}, "warmup_steps"),
     ],
 )
 def test_bad_arguments_raise_clearly(kwargs, match):
@@ -214,6 +250,6 @@ def test_bad_arguments_raise_clearly(kwargs, match):
 
 def test_defaults_are_pytorch_adamw():
     lopt = ResidualAdamLOpt()
-    h = {k: float(v) for k, v in lopt.hyper_parameters(lopt.init(KEY), 0).items()}
+    h = {k: float(v) for k, v in lopt.hyper_parameters(lopt.init(KEY)).items()}
     want = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8, "weight_decay": 1e-2}
     assert h == pytest.approx(want, rel=1e-5)

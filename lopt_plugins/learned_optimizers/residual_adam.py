@@ -2,17 +2,20 @@
 
 A learned optimizer that starts as a good hand-designed rule and learns
 corrections to it, rather than starting from a random update rule (as
-``MLPLOpt`` does). With ``theta`` at its initial value it *is* Adam (learning
-rate ``initial_lr``, betas 0.9/0.999, no weight decay); meta-training then
-learns:
+``MLPLOpt`` does). With ``theta`` at its initial value it *is* AdamW (by default
+PyTorch's defaults: learning rate 1e-3, betas 0.9/0.999, weight decay 1e-2);
+meta-training then learns:
 
 - Adam's learning rate, betas and epsilon, and a decoupled weight decay (all in
   log space, like ``LearnableAdam``);
 - a learning-rate schedule, ``log lr(t) = log lr + sum_k w_k tanh(t / s_k)``
-  over the time scales ``s_k`` of ``schedule_time_scales``. It is *linear* in
-  bounded, monotone features of ``t`` and depends on ``t`` alone (not on the
-  planned run length), so past the meta-training horizon it changes slowly
-  and smoothly instead of jumping to whatever an MLP extrapolates;
+  over the time scales ``s_k`` of ``schedule_time_scales``, linear in bounded,
+  monotone features of ``t`` (the step count, not the planned run length).
+  After ``warmup_steps`` the learning rate may only fall: the schedule used is
+  the running minimum of that function since ``warmup_steps``. Whatever theta
+  meta-training finds, running past the meta-training horizon then never
+  raises the step size (an unconstrained schedule learned on 200-step runs
+  could, and training went unstable at 400 steps when it did);
 - a per-element MLP (inputs: parameter, gradient, momentum, Adam's direction
   and ``sqrt`` of the second moment, each normalized per tensor by its root
   mean square) whose two outputs rescale Adam's step (``exp`` of a bounded
@@ -75,6 +78,9 @@ class ResidualAdamState:
     iteration: jax.Array
     m: Any
     v: Any
+    # The schedule's log-multiplier used at the previous step (its running minimum
+    # once past warmup_steps).
+    log_mult: jax.Array
 
 
 class ResidualAdamLOpt(LearnedOptimizer):
@@ -86,7 +92,8 @@ class ResidualAdamLOpt(LearnedOptimizer):
     AdamW; the defaults are PyTorch's AdamW defaults). ``hparam_mult`` scales
     the stored scalars (see the module doc); ``residual_mult`` the MLP's
     additive direction; ``schedule_time_scales`` are the ``s_k`` of the
-    schedule. ``use_mlp=False`` drops the MLP: a learned-schedule AdamW with
+    schedule, which may raise the learning rate only in the first
+    ``warmup_steps`` steps. ``use_mlp=False`` drops the MLP: a learned-schedule AdamW with
     ``5 + len(schedule_time_scales)`` meta-parameters.
     """
 
@@ -103,6 +110,7 @@ class ResidualAdamLOpt(LearnedOptimizer):
         hparam_mult: float = 3.0,
         residual_mult: float = 0.1,
         schedule_time_scales: tuple[float, ...] = SCHEDULE_TIME_SCALES,
+        warmup_steps: int = 30,
     ):
         owner = type(self).__name__
         check_mlp_args(owner, hidden_size, hidden_layers, (0.9,))
@@ -126,6 +134,9 @@ class ResidualAdamLOpt(LearnedOptimizer):
                 f"got {schedule_time_scales!r}."
             )
         self.schedule_time_scales = tuple(float(x) for x in scales)
+        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+            raise ValueError(f"{owner}: warmup_steps must be an int >= 0, got {warmup_steps!r}.")
+        self.warmup_steps = warmup_steps
         self.initial_lr = float(initial_lr)
         self.initial_beta1 = float(initial_beta1)
         self.initial_beta2 = float(initial_beta2)
@@ -158,23 +169,42 @@ class ResidualAdamLOpt(LearnedOptimizer):
             theta["mlp"] = {"params": params}
         return theta
 
-    def hyper_parameters(self, theta: dict[str, Any], iteration: jax.Array) -> dict[str, Any]:
-        """Effective lr (schedule included), betas, epsilon and weight decay at ``iteration``."""
-        logs = self.hparam_mult * theta["hparams"] + jnp.asarray(self._offsets, jnp.float32)
-        raw = {name: logs[i] for i, name in enumerate(HPARAMS)}
+    def schedule_log_mult(self, theta: dict[str, Any], iteration: jax.Array) -> jax.Array:
+        """The schedule's log-multiplier of the learning rate at ``iteration``, before the
+        running minimum (``learning_rates`` applies it)."""
         t = jnp.asarray(iteration, jnp.float32)
         scales = jnp.asarray(self.schedule_time_scales, jnp.float32)
-        log_mult = jnp.dot(theta["schedule"], jnp.tanh(t / scales))
-        log_mult = soft_bound(self.hparam_mult * log_mult, _MAX_LOG_SCHEDULE)
+        log_mult = jnp.dot(jnp.tanh(t[..., None] / scales), theta["schedule"])
+        return soft_bound(self.hparam_mult * log_mult, _MAX_LOG_SCHEDULE)
+
+    def next_log_mult(
+        self, theta: dict[str, Any], iteration: jax.Array, previous: jax.Array
+    ) -> jax.Array:
+        """The log-multiplier used at ``iteration``, given the one used at the step before."""
+        log_mult = self.schedule_log_mult(theta, iteration)
+        return jnp.where(iteration <= self.warmup_steps, log_mult, jnp.minimum(log_mult, previous))
+
+    def hyper_parameters(self, theta: dict[str, Any]) -> dict[str, jax.Array]:
+        """The base learning rate (before the schedule), betas, epsilon and weight decay."""
+        logs = self.hparam_mult * theta["hparams"] + jnp.asarray(self._offsets, jnp.float32)
+        raw = {name: logs[i] for i, name in enumerate(HPARAMS)}
+        one_minus = lambda x: jnp.exp(jnp.clip(x, _MIN_LOG_ONE_MINUS_BETA, 0.0))
         return {
-            "lr": jnp.exp(raw["log_lr"] + log_mult),
-            "beta1": 1.0
-            - jnp.exp(jnp.clip(raw["log_one_minus_beta1"], _MIN_LOG_ONE_MINUS_BETA, 0.0)),
-            "beta2": 1.0
-            - jnp.exp(jnp.clip(raw["log_one_minus_beta2"], _MIN_LOG_ONE_MINUS_BETA, 0.0)),
+            "lr": jnp.exp(raw["log_lr"]),
+            "beta1": 1.0 - one_minus(raw["log_one_minus_beta1"]),
+            "beta2": 1.0 - one_minus(raw["log_one_minus_beta2"]),
             "epsilon": jnp.exp(jnp.maximum(raw["log_epsilon"], _MIN_LOG_EPSILON)),
             "weight_decay": jnp.exp(raw["log_wd"]),
         }
+
+    def learning_rates(self, theta: dict[str, Any], num_steps: int) -> jax.Array:
+        """The learning rate used at steps ``0 .. num_steps - 1`` (schedule included)."""
+        steps = jnp.arange(num_steps)
+        log_mult = self.schedule_log_mult(theta, steps)
+        after = jnp.where(steps >= self.warmup_steps, log_mult, jnp.inf)
+        capped = jnp.minimum(log_mult, jax.lax.cummin(after))
+        log_mult = jnp.where(steps <= self.warmup_steps, log_mult, capped)
+        return self.hyper_parameters(theta)["lr"] * jnp.exp(log_mult)
 
     def opt_fn(self, theta: Any, is_training: bool = False) -> Optimizer:
         return _ResidualAdamOptimizer(self, theta)
@@ -197,11 +227,14 @@ class _ResidualAdamOptimizer(Optimizer):
             iteration=jnp.zeros((), jnp.int32),
             m=zeros(),
             v=zeros(),
+            log_mult=jnp.zeros((), jnp.float32),
         )
 
     def update(self, opt_state, grad, loss=None, model_state=None, key=None) -> ResidualAdamState:
         lopt = self.lopt
-        h = lopt.hyper_parameters(self.theta, opt_state.iteration)
+        h = lopt.hyper_parameters(self.theta)
+        log_mult = lopt.next_log_mult(self.theta, opt_state.iteration, opt_state.log_mult)
+        lr = h["lr"] * jnp.exp(log_mult)
         b1, b2 = h["beta1"], h["beta2"]
         t = (opt_state.iteration + 1).astype(jnp.float32)
         # Bias corrections with the (learned, traced) betas.
@@ -223,7 +256,7 @@ class _ResidualAdamOptimizer(Optimizer):
                 log_scale = soft_bound(out[..., 0], _MAX_LOG_SCALE)
                 residual = soft_bound(lopt.residual_mult * out[..., 1], _MAX_RESIDUAL)
                 direction = u * jnp.exp(log_scale) + residual
-            new = p - h["lr"] * (direction + h["weight_decay"] * p)
+            new = p - lr * (direction + h["weight_decay"] * p)
             return new.astype(p.dtype)
 
         return ResidualAdamState(
@@ -232,4 +265,5 @@ class _ResidualAdamOptimizer(Optimizer):
             iteration=opt_state.iteration + 1,
             m=m,
             v=v,
+            log_mult=log_mult,
         )
