@@ -96,23 +96,36 @@ def compiler_options(backend: str | None = None) -> dict[str, Any] | None:
     return {"xla_backend_optimization_level": level}
 
 
+def _tracing() -> bool:
+    """Whether jax is tracing (inside jit, vmap, grad...), so a jitted call would be nested."""
+    from jax._src import core  # no public equivalent; guarded so jax upgrades degrade safely
+
+    try:
+        return not core.trace_state_clean()
+    except AttributeError:  # pragma: no cover - a jax without it: assume the safe answer
+        return True
+
+
 class BackendJit:
     """``jax.jit(fun, **kwargs)`` with ``compiler_options()``, created at its first use.
 
     The backend (and so the options) is only known once jax has initialized, which
-    importing lopt must not force. Attributes (``lower``, ``_cache_size``...) are the
-    jitted function's.
+    importing lopt must not force. jax accepts compile options only on a top-level
+    jit, so a call made while tracing (the function used inside someone else's jit
+    or vmap, where it is inlined anyway) goes through a plain ``jax.jit``.
+    Attributes (``lower``, ``_cache_size``...) are the top-level jitted function's.
     """
 
     def __init__(self, fun: Any, **jit_kwargs: Any):
         self._fun = fun
         self._jit_kwargs = jit_kwargs
         self._jitted = None
+        self._nested = None
         functools.update_wrapper(self, fun)
 
     @property
     def jitted(self) -> Any:
-        """The underlying ``jax.jit`` object."""
+        """The underlying top-level ``jax.jit`` object."""
         if self._jitted is None:
             self._jitted = jax.jit(
                 self._fun, compiler_options=compiler_options(), **self._jit_kwargs
@@ -120,10 +133,14 @@ class BackendJit:
         return self._jitted
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if _tracing():
+            if self._nested is None:
+                self._nested = jax.jit(self._fun, **self._jit_kwargs)
+            return self._nested(*args, **kwargs)
         return self.jitted(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name in ("_fun", "_jit_kwargs", "_jitted"):
+        if name.startswith("__") or name in ("_fun", "_jit_kwargs", "_jitted", "_nested"):
             raise AttributeError(name)
         return getattr(self.jitted, name)
 

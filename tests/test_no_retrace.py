@@ -102,3 +102,67 @@ def test_train_family_with_new_keys_and_theta_compiles_once_and_never_transfers(
         jax.block_until_ready(second)
     assert compilations == []
     assert not jnp.allclose(first.train_loss, second.train_loss)
+
+
+# lopt's compile options (CPU: LLVM -O1). The suite itself compiles with
+# --xla_backend_optimization_level=0 in XLA_FLAGS, which turns them off; this runs a
+# fresh process without that flag, so the options are really in force.
+_OPTIONS_SCRIPT = """
+import jax, optax
+from lopt_core.training import compiler_options
+from lopt_core.outer import (
+    ConstantTruncationSchedule, GradientLearner, TruncatedPES, VectorizedLOptTruncatedStep,
+)
+from lopt_plugins.learned_optimizers import MLPLOpt
+from lopt_plugins.tasks import FixedDimQuadraticFamily
+assert compiler_options() == {"xla_backend_optimization_level": 1}, compiler_options()
+lopt = MLPLOpt(hidden_size=4)
+family, schedule = FixedDimQuadraticFamily(2), ConstantTruncationSchedule(4)
+step = VectorizedLOptTruncatedStep(family, lopt, schedule, 2)
+learner = GradientLearner(lopt, [TruncatedPES(step, trunc_length=2)], optax.adam(1e-3))
+# Functions compiled with options must also work inside a caller's jit and vmap.
+state = jax.jit(learner.init)(jax.random.PRNGKey(0))
+jax.vmap(lopt.init)(jax.random.split(jax.random.PRNGKey(1), 2))
+for i in range(2):
+    state, metrics = learner.update(state, jax.random.PRNGKey(i))
+assert learner._update_jit._cache_size() == 1
+print("OK", float(metrics["meta_loss"]))
+"""
+
+
+def test_compile_options_are_used_and_nest_inside_a_callers_jit():
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "LOPT_CPU_BACKEND_OPT_LEVEL")
+    }
+    env["JAX_PLATFORMS"] = "cpu"
+    proc = subprocess.run(
+        [sys.executable, "-c", _OPTIONS_SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
+
+
+def test_compiler_options_follow_the_environment(monkeypatch):
+    from lopt_core.training import compiler_options
+
+    monkeypatch.setenv("XLA_FLAGS", "")
+    monkeypatch.setenv("LOPT_CPU_BACKEND_OPT_LEVEL", "2")
+    assert compiler_options("cpu") == {"xla_backend_optimization_level": 2}
+    monkeypatch.setenv("LOPT_CPU_BACKEND_OPT_LEVEL", "default")
+    assert compiler_options("cpu") is None
+    monkeypatch.delenv("LOPT_CPU_BACKEND_OPT_LEVEL")
+    assert compiler_options("cpu") == {"xla_backend_optimization_level": 1}
+    assert compiler_options("gpu") is None  # other backends keep XLA's defaults
+    monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
+    assert compiler_options("cpu") is None  # an explicit XLA flag wins
+    monkeypatch.setenv("XLA_FLAGS", "")
+    monkeypatch.setenv("LOPT_CPU_BACKEND_OPT_LEVEL", "fast")
+    with pytest.raises(ValueError, match="LOPT_CPU_BACKEND_OPT_LEVEL must be an integer"):
+        compiler_options("cpu")
