@@ -61,38 +61,33 @@ _TRACER_ERRORS = (
 )
 
 
-# XLA's CPU backend spends most of a compile in LLVM. lopt's engines are thousands of
-# tiny kernels (and a few matrix products that XLA calls out for), so LLVM at -O1
-# instead of -O2 halves the compile time of a meta-training step while its run time
-# does not change (benchmarks/README.md has the figures); results are bitwise equal.
+# An opt-in XLA CPU backend (LLVM) optimization level for lopt's jitted engines.
+# Measured (benchmarks/README.md): -O1 halved the compile time of the engine's first
+# version, whose outer step held many random-number loops, and left run time and
+# results (bitwise) unchanged; after those loops were merged, -O1 and XLA's default
+# -O2 compile the benchmark workloads equally fast, so XLA's default is kept.
 CPU_BACKEND_OPT_LEVEL_ENV = "LOPT_CPU_BACKEND_OPT_LEVEL"
-_DEFAULT_CPU_BACKEND_OPT_LEVEL = 1
 
 
 def compiler_options(backend: str | None = None) -> dict[str, Any] | None:
     """XLA compile options for lopt's jitted engines on ``backend`` (default: jax's default).
 
-    On CPU: ``xla_backend_optimization_level`` 1 (XLA's default is 2), unless the
-    environment sets it: ``LOPT_CPU_BACKEND_OPT_LEVEL=<n>`` picks another level,
-    ``LOPT_CPU_BACKEND_OPT_LEVEL=default`` (or a level in ``XLA_FLAGS``) keeps
-    XLA's own choice. Other backends: None (XLA's defaults).
+    None (XLA's defaults) unless, on CPU, ``LOPT_CPU_BACKEND_OPT_LEVEL=<n>`` asks
+    for ``xla_backend_optimization_level`` n (0-3; XLA's default is 2). A level in
+    ``XLA_FLAGS`` wins over it; ``LOPT_CPU_BACKEND_OPT_LEVEL=default`` means none.
     """
     backend = jax.default_backend() if backend is None else backend
-    if backend != "cpu":
-        return None
     env = os.environ.get(CPU_BACKEND_OPT_LEVEL_ENV, "").strip()
-    if env == "default" or "xla_backend_optimization_level" in os.environ.get("XLA_FLAGS", ""):
+    if backend != "cpu" or env in ("", "default"):
         return None
-    if env:
-        try:
-            level = int(env)
-        except ValueError:
-            raise ValueError(
-                f"{CPU_BACKEND_OPT_LEVEL_ENV} must be an integer level (0-3) or 'default', "
-                f"got {env!r}."
-            ) from None
-    else:
-        level = _DEFAULT_CPU_BACKEND_OPT_LEVEL
+    if "xla_backend_optimization_level" in os.environ.get("XLA_FLAGS", ""):
+        return None
+    try:
+        level = int(env)
+    except ValueError:
+        raise ValueError(
+            f"{CPU_BACKEND_OPT_LEVEL_ENV} must be an integer level (0-3) or 'default', got {env!r}."
+        ) from None
     return {"xla_backend_optimization_level": level}
 
 

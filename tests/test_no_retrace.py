@@ -104,9 +104,9 @@ def test_train_family_with_new_keys_and_theta_compiles_once_and_never_transfers(
     assert not jnp.allclose(first.train_loss, second.train_loss)
 
 
-# lopt's compile options (CPU: LLVM -O1). The suite itself compiles with
-# --xla_backend_optimization_level=0 in XLA_FLAGS, which turns them off; this runs a
-# fresh process without that flag, so the options are really in force.
+# lopt's opt-in compile options (LOPT_CPU_BACKEND_OPT_LEVEL). The suite itself compiles
+# with --xla_backend_optimization_level=0 in XLA_FLAGS, which overrides them; this runs
+# a fresh process without that flag, so the options are really in force.
 _OPTIONS_SCRIPT = """
 import jax, optax
 from lopt_core.training import compiler_options
@@ -135,9 +135,8 @@ def test_compile_options_are_used_and_nest_inside_a_callers_jit():
     import subprocess
     import sys
 
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "LOPT_CPU_BACKEND_OPT_LEVEL")
-    }
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["LOPT_CPU_BACKEND_OPT_LEVEL"] = "1"
     env["JAX_PLATFORMS"] = "cpu"
     proc = subprocess.run(
         [sys.executable, "-c", _OPTIONS_SCRIPT],
@@ -155,14 +154,14 @@ def test_compiler_options_follow_the_environment(monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", "")
     monkeypatch.setenv("LOPT_CPU_BACKEND_OPT_LEVEL", "2")
     assert compiler_options("cpu") == {"xla_backend_optimization_level": 2}
-    monkeypatch.setenv("LOPT_CPU_BACKEND_OPT_LEVEL", "default")
-    assert compiler_options("cpu") is None
-    monkeypatch.delenv("LOPT_CPU_BACKEND_OPT_LEVEL")
-    assert compiler_options("cpu") == {"xla_backend_optimization_level": 1}
     assert compiler_options("gpu") is None  # other backends keep XLA's defaults
     monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
     assert compiler_options("cpu") is None  # an explicit XLA flag wins
     monkeypatch.setenv("XLA_FLAGS", "")
+    monkeypatch.setenv("LOPT_CPU_BACKEND_OPT_LEVEL", "default")
+    assert compiler_options("cpu") is None
+    monkeypatch.delenv("LOPT_CPU_BACKEND_OPT_LEVEL")
+    assert compiler_options("cpu") is None  # by default: XLA's own options
     monkeypatch.setenv("LOPT_CPU_BACKEND_OPT_LEVEL", "fast")
     with pytest.raises(ValueError, match="LOPT_CPU_BACKEND_OPT_LEVEL must be an integer"):
         compiler_options("cpu")
