@@ -104,9 +104,9 @@ def test_train_family_with_new_keys_and_theta_compiles_once_and_never_transfers(
     assert not jnp.allclose(first.train_loss, second.train_loss)
 
 
-# lopt's opt-in compile options (LOPT_CPU_BACKEND_OPT_LEVEL). The suite itself compiles
-# with --xla_backend_optimization_level=0 in XLA_FLAGS, which overrides them; this runs
-# a fresh process without that flag, so the options are really in force.
+# lopt's compile options (CPU: XLA backend optimization level 2). The suite itself
+# compiles with --xla_backend_optimization_level=0 in XLA_FLAGS, which overrides them;
+# this runs a fresh process without that flag, so the options are really in force.
 _OPTIONS_SCRIPT = """
 import jax, optax
 from lopt_core.training import compiler_options
@@ -115,7 +115,7 @@ from lopt_core.outer import (
 )
 from lopt_plugins.learned_optimizers import MLPLOpt
 from lopt_plugins.tasks import FixedDimQuadraticFamily
-assert compiler_options() == {"xla_backend_optimization_level": 1}, compiler_options()
+assert compiler_options() == {"xla_backend_optimization_level": 2}, compiler_options()
 lopt = MLPLOpt(hidden_size=4)
 family, schedule = FixedDimQuadraticFamily(2), ConstantTruncationSchedule(4)
 step = VectorizedLOptTruncatedStep(family, lopt, schedule, 2)
@@ -135,8 +135,9 @@ def test_compile_options_are_used_and_nest_inside_a_callers_jit():
     import subprocess
     import sys
 
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env["LOPT_CPU_BACKEND_OPT_LEVEL"] = "1"
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "LOPT_CPU_BACKEND_OPT_LEVEL")
+    }
     env["JAX_PLATFORMS"] = "cpu"
     proc = subprocess.run(
         [sys.executable, "-c", _OPTIONS_SCRIPT],
@@ -161,7 +162,7 @@ def test_compiler_options_follow_the_environment(monkeypatch):
     monkeypatch.setenv("LOPT_CPU_BACKEND_OPT_LEVEL", "default")
     assert compiler_options("cpu") is None
     monkeypatch.delenv("LOPT_CPU_BACKEND_OPT_LEVEL")
-    assert compiler_options("cpu") is None  # by default: XLA's own options
+    assert compiler_options("cpu") == {"xla_backend_optimization_level": 2}  # the default
     monkeypatch.setenv("LOPT_CPU_BACKEND_OPT_LEVEL", "fast")
     with pytest.raises(ValueError, match="LOPT_CPU_BACKEND_OPT_LEVEL must be an integer"):
         compiler_options("cpu")
