@@ -64,7 +64,7 @@ def assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
 # One instance per configuration: run_lopt compiles once per instance.
 WITH_MLP = ResidualAdamLOpt(
     initial_lr=0.02, initial_beta1=0.8, initial_beta2=0.99, initial_epsilon=1e-6,
-    initial_weight_decay=0.01, hidden_size=4,
+    initial_weight_decay=0.01, hidden_size=4, residual_mult=0.1,
 )  # fmt: skip
 NO_MLP = ResidualAdamLOpt(initial_lr=0.02, initial_weight_decay=0.01, use_mlp=False)
 
@@ -203,6 +203,22 @@ def test_mlp_outputs_rescale_adam_and_add_a_residual():
             want = p - math.exp(scale) * adam_step - 0.02 * residual
             want = want - 0.02 * 0.01 * p
             np.testing.assert_allclose(new[name], want, rtol=1e-4, atol=1e-6)
+
+
+def test_update_is_invariant_to_the_gradient_scale():
+    """Adam's direction and the MLP's (normalized, or scale-free) inputs ignore the scale."""
+    lopt = ResidualAdamLOpt(initial_lr=0.01, initial_epsilon=1e-12, hidden_size=4)
+    theta = lopt.init(KEY)
+    last = theta["mlp"]["params"]["Dense_1"]
+    theta["mlp"]["params"]["Dense_1"] = dict(last, kernel=jnp.full(last["kernel"].shape, 0.3))
+    params, grads = params_and_grads()
+    scaled = lambda c: tree_map(lambda g: c * g, grads)
+    a = run_lopt(lopt, theta, params, scaled(1.0)).params
+    b = run_lopt(lopt, theta, params, scaled(1e3)).params
+    assert_trees_close(a, b, rtol=1e-4, atol=1e-6)
+    # ...while the MLP does change the step (it is not the initial AdamW).
+    adam = run_lopt(lopt, lopt.init(KEY), params, grads).params
+    assert not np.allclose(a["w"], adam["w"])
 
 
 def test_wild_theta_gives_finite_parameters():
