@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import gin
+
 import lopt_core
 from lopt_core import training
 from lopt_core.outer import meta_train as _meta_train

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import gin
 import pytest
 
-import gin
 import lopt_core
 from lopt_core import gin_config
 from lopt_core.gin_config import GinConfigError, configurable_core, parse_config
