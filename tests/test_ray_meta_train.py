@@ -10,6 +10,7 @@ from __future__ import annotations
 import _thread
 import json
 import os
+import signal
 import textwrap
 import threading
 import time
@@ -143,6 +144,16 @@ def _interrupt_when(metrics_path: Path, rows: int, run_over: threading.Event) ->
 
 
 def test_ctrl_c_stops_the_learner_with_a_checkpoint_that_resumes_anywhere(tmp_path):
+    # interrupt_main does nothing unless Python's own SIGINT handler is installed, and
+    # an earlier test (or Ray) may have replaced it: install it, as a terminal has it.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _ctrl_c_and_resume(tmp_path)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _ctrl_c_and_resume(tmp_path):
     run_over = threading.Event()
     args = (tmp_path / "metrics.jsonl", 3, run_over)
     helper = threading.Thread(target=_interrupt_when, args=args)
