@@ -8,9 +8,6 @@ again does not recompile.
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import os
 from typing import Any
 
 import jax
@@ -19,16 +16,25 @@ import numpy as np
 from flax import struct
 
 from lopt_core.datasets import Datasets, stack_batches, stack_task_batches
+from lopt_core.jit import (  # noqa: F401  (BackendJit, compiler_options: old import path)
+    CPU_BACKEND_OPT_LEVEL_ENV,
+    BackendJit,
+    backend_jit,
+    compiler_options,
+    static_arg,
+    unwrap_static,
+)
 from lopt_core.learned.base import LearnedOptimizer
 from lopt_core.optimizers.base import Optimizer
 from lopt_core.sharding import MeshArg, constrain, put, resolve_mesh
+from lopt_core.static_graph import (  # noqa: F401  (StaticGraphError, sample_cfgs: old path)
+    StaticGraphError,
+    explain_tracer_errors,
+    sample_cfgs,
+)
 from lopt_core.tasks import Task, TaskFamily
 
 EVAL_SPLITS: tuple[str, ...] = ("inner_valid", "test")
-
-
-class StaticGraphError(TypeError):
-    """A task or family cannot be traced into one static computation graph."""
 
 
 @struct.dataclass
@@ -50,129 +56,6 @@ class TrainResult:
     test_loss: jax.Array
     inner_valid_aux: dict = struct.field(default_factory=dict)
     test_aux: dict = struct.field(default_factory=dict)
-
-
-# Tracing errors that mean a task or family turned traced values into Python ones.
-_TRACER_ERRORS = (
-    jax.errors.ConcretizationTypeError,
-    jax.errors.TracerBoolConversionError,
-    jax.errors.TracerIntegerConversionError,
-    jax.errors.TracerArrayConversionError,
-)
-
-
-# XLA's CPU backend spends most of a compile in LLVM, at optimization level 3 by
-# default. lopt's engines are many tiny kernels (and matrix products that XLA hands to
-# a library), so level 2 compiles a meta-training step about twice as fast (4.1 s ->
-# 1.8 s for pes_quadratic; level 1 is no faster than 2) while run time and results
-# (bitwise) do not change; benchmarks/README.md has the figures.
-CPU_BACKEND_OPT_LEVEL_ENV = "LOPT_CPU_BACKEND_OPT_LEVEL"
-_DEFAULT_CPU_BACKEND_OPT_LEVEL = 2
-
-
-def compiler_options(backend: str | None = None) -> dict[str, Any] | None:
-    """XLA compile options for lopt's jitted engines on ``backend`` (default: jax's default).
-
-    On CPU: ``xla_backend_optimization_level`` 2 (XLA's default is 3), unless
-    ``LOPT_CPU_BACKEND_OPT_LEVEL=<n>`` asks for another level (0-3) or ``=default``
-    for XLA's own; a level given in ``XLA_FLAGS`` wins. Other backends: None.
-    """
-    backend = jax.default_backend() if backend is None else backend
-    env = os.environ.get(CPU_BACKEND_OPT_LEVEL_ENV, "").strip()
-    if backend != "cpu" or env == "default":
-        return None
-    if "xla_backend_optimization_level" in os.environ.get("XLA_FLAGS", ""):
-        return None
-    if not env:
-        return {"xla_backend_optimization_level": _DEFAULT_CPU_BACKEND_OPT_LEVEL}
-    try:
-        level = int(env)
-    except ValueError:
-        raise ValueError(
-            f"{CPU_BACKEND_OPT_LEVEL_ENV} must be an integer level (0-3) or 'default', got {env!r}."
-        ) from None
-    return {"xla_backend_optimization_level": level}
-
-
-def _tracing() -> bool:
-    """Whether jax is tracing (inside jit, vmap, grad...), so a jitted call would be nested."""
-    from jax._src import core  # no public equivalent; guarded so jax upgrades degrade safely
-
-    try:
-        return not core.trace_state_clean()
-    except AttributeError:  # pragma: no cover - a jax without it: assume the safe answer
-        return True
-
-
-class BackendJit:
-    """``jax.jit(fun, **kwargs)`` with ``compiler_options()``, created at its first use.
-
-    The backend (and so the options) is only known once jax has initialized, which
-    importing lopt must not force. jax accepts compile options only on a top-level
-    jit, so a call made while tracing (the function used inside someone else's jit
-    or vmap, where it is inlined anyway) goes through a plain ``jax.jit``.
-    Attributes (``lower``, ``_cache_size``...) are the top-level jitted function's.
-    """
-
-    def __init__(self, fun: Any, **jit_kwargs: Any):
-        self._fun = fun
-        self._jit_kwargs = jit_kwargs
-        self._jitted = None
-        self._nested = None
-        functools.update_wrapper(self, fun)
-
-    @property
-    def jitted(self) -> Any:
-        """The underlying top-level ``jax.jit`` object."""
-        if self._jitted is None:
-            self._jitted = jax.jit(
-                self._fun, compiler_options=compiler_options(), **self._jit_kwargs
-            )
-        return self._jitted
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if _tracing():
-            if self._nested is None:
-                self._nested = jax.jit(self._fun, **self._jit_kwargs)
-            return self._nested(*args, **kwargs)
-        return self.jitted(*args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name in ("_fun", "_jit_kwargs", "_jitted", "_nested"):
-            raise AttributeError(name)
-        return getattr(self.jitted, name)
-
-
-def backend_jit(fun: Any = None, **jit_kwargs: Any) -> Any:
-    """Decorator form of ``BackendJit``: ``@backend_jit(static_argnames=...)``."""
-    if fun is None:
-        return functools.partial(backend_jit, **jit_kwargs)
-    return BackendJit(fun, **jit_kwargs)
-
-
-class _ByIdentity:
-    """A static jit argument for an unhashable object, compared by identity."""
-
-    def __init__(self, obj: Any):
-        self.obj = obj
-
-    def __hash__(self) -> int:
-        return id(self.obj)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _ByIdentity) and other.obj is self.obj
-
-
-def _static(obj: Any) -> Any:
-    try:
-        hash(obj)
-    except TypeError:
-        return _ByIdentity(obj)
-    return obj
-
-
-def _unwrap(obj: Any) -> Any:
-    return obj.obj if isinstance(obj, _ByIdentity) else obj
 
 
 def _eval_schedule(num_steps: int, eval_every: int | None) -> tuple[int, int]:
@@ -291,38 +174,6 @@ def _train_loop(
     )
 
 
-def _is_tracer_error(e: Exception) -> bool:
-    if isinstance(e, StaticGraphError):
-        return False
-    if isinstance(e, _TRACER_ERRORS):
-        return True
-    # A shape or slice built from a traced value fails with a plain TypeError
-    # ("Shapes must be 1D sequences of concrete values") or IndexError ("Slice
-    # entries must be static integers") rather than a jax.errors class.
-    msg = str(e)
-    return isinstance(e, (TypeError, IndexError)) and (
-        "concrete value" in msg or "must be static" in msg
-    )
-
-
-@contextlib.contextmanager
-def _explain_tracer_errors(what: str):
-    try:
-        yield
-    except (TypeError, IndexError) as e:
-        if not _is_tracer_error(e):
-            raise
-        raise StaticGraphError(
-            f"{what} could not be traced into one static computation graph: it turned a traced "
-            "array into a Python value (int(), float(), bool(), `if`, a shape or slice size, or "
-            "numpy on a jax array). "
-            "Every task of a family must keep one computation graph, because the family is "
-            "trained under jax.vmap and jit: choose between variants with lax.cond/lax.switch "
-            "and keep shapes fixed, or split the variants into separate families. "
-            f"Original error: {type(e).__name__}: {str(e).splitlines()[0]}"
-        ) from e
-
-
 def _stack_eval_batches(
     datasets: Datasets, num_evals: int, num_batches: int, tasks: int | None, splits: tuple
 ):
@@ -375,7 +226,7 @@ def _check_optimizer(optimizer: Any, theta: Any) -> None:
 
 def _resolve_optimizer(optimizer: Any, theta: Any) -> Optimizer:
     """Inside the trace: a learned optimizer becomes the Optimizer its (traced) theta defines."""
-    optimizer = _unwrap(optimizer)
+    optimizer = unwrap_static(optimizer)
     if isinstance(optimizer, LearnedOptimizer):
         return optimizer.opt_fn(theta, is_training=False)
     return optimizer
@@ -402,8 +253,8 @@ def _train_jit(
     num_evals = num_steps // eval_every + 1
     eval_batches = _dummy_eval_batches(eval_batches, eval_splits, (num_evals,))
     return _train_loop(
-        _unwrap(task), _resolve_optimizer(optimizer, theta), key, train_batches, eval_batches,
-        num_steps, eval_every, data_free, _unwrap(eval_task),
+        unwrap_static(task), _resolve_optimizer(optimizer, theta), key, train_batches, eval_batches,
+        num_steps, eval_every, data_free, unwrap_static(eval_task),
     )  # fmt: skip
 
 
@@ -444,11 +295,11 @@ def train(
     else:
         train_batches = stack_batches(datasets.train, num_steps)
         eval_batches = _stack_eval_batches(datasets, num_evals, num_eval_batches, None, eval_splits)
-    with _explain_tracer_errors(f"Task {task.name}"):
+    with explain_tracer_errors(f"Task {task.name}"):
         return _train_jit(
-            _static(task), _static(optimizer), theta, key, train_batches, eval_batches,
+            static_arg(task), static_arg(optimizer), theta, key, train_batches, eval_batches,
             num_steps=int(num_steps), eval_every=eval_every, data_free=datasets is None,
-            eval_task=None if eval_task is None else _static(eval_task),
+            eval_task=None if eval_task is None else static_arg(eval_task),
             eval_splits=eval_splits if datasets is None else (),
         )  # fmt: skip
 
@@ -468,7 +319,7 @@ def _train_family_jit(
     data_free, eval_splits=(), mesh=None,
 ):  # fmt: skip
     # Sampling the cfgs and splitting the keys happen in here too: one dispatch per call.
-    family = _unwrap(family)
+    family = unwrap_static(family)
     cfg_key, run_key = jax.random.split(key)
     cfgs = sample_cfgs(family, cfg_key, num_tasks)
     keys = jax.random.split(run_key, num_tasks)
@@ -482,23 +333,6 @@ def _train_family_jit(
         num_steps=num_steps, eval_every=eval_every, data_free=data_free,
     )  # fmt: skip
     return constrain(result, mesh)
-
-
-def sample_cfgs(family: TaskFamily, key: jax.Array, num_tasks: int) -> Any:
-    """``family.sample_tasks`` with the checks that make a bad family fail clearly."""
-    if not isinstance(family, TaskFamily):
-        raise TypeError(f"expected a TaskFamily, got {type(family).__name__}: {family!r}.")
-    with _explain_tracer_errors(f"TaskFamily {family.name}.sample"):
-        try:
-            cfgs = family.sample_tasks(key, num_tasks)
-        except TypeError as e:
-            if "vmap" not in str(e) and "JAX type" not in str(e):
-                raise
-            raise StaticGraphError(
-                f"TaskFamily {family.name}.sample must return a pytree of jax arrays (the cfg), "
-                f"so that configs can be vmapped; it failed under jax.vmap with: {e}"
-            ) from e
-    return cfgs
 
 
 def train_family(
@@ -544,9 +378,9 @@ def train_family(
         )
         # Each device receives only its tasks' data.
         train_batches, eval_batches = put((train_batches, eval_batches), mesh)
-    with _explain_tracer_errors(f"TaskFamily {family.name}.task_fn"):
+    with explain_tracer_errors(f"TaskFamily {family.name}.task_fn"):
         return _train_family_jit(
-            _static(family), _static(optimizer), theta, key, train_batches, eval_batches,
+            static_arg(family), static_arg(optimizer), theta, key, train_batches, eval_batches,
             num_tasks=int(num_tasks), num_steps=int(num_steps), eval_every=eval_every,
             data_free=datasets is None, eval_splits=eval_splits if datasets is None else (),
             mesh=mesh,

@@ -16,9 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from lopt_core.jit import BackendJit
 from lopt_core.outer.truncated_step import InnerState, VectorizedLOptTruncatedStep
 from lopt_core.outer.truncation_schedules import ConstantTruncationSchedule
-from lopt_core.training import BackendJit
 
 tree_map = jax.tree_util.tree_map
 

@@ -26,9 +26,9 @@ import optax
 from flax import struct
 
 from lopt_core.datasets import count_draws
+from lopt_core.jit import BackendJit
 from lopt_core.learned.base import LearnedOptimizer
 from lopt_core.outer.gradient_estimators import GradientEstimate, GradientEstimator
-from lopt_core.training import BackendJit
 
 tree_map = jax.tree_util.tree_map
 

@@ -20,11 +20,12 @@ import numpy as np
 from flax import struct
 
 from lopt_core.datasets import SPLITS, stack_batches
+from lopt_core.jit import BackendJit
 from lopt_core.learned.base import LearnedOptimizer
 from lopt_core.outer.truncation_schedules import TruncationSchedule
 from lopt_core.sharding import MeshArg, constrain, resolve_mesh
+from lopt_core.static_graph import sample_cfgs
 from lopt_core.tasks import TaskFamily
-from lopt_core.training import BackendJit, sample_cfgs
 
 
 @struct.dataclass

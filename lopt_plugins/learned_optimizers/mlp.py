@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lopt_core.training import BackendJit
+from lopt_core.jit import BackendJit
 from lopt_plugins.learned_optimizers.features import second_moment_normalize
 
 
