@@ -178,3 +178,36 @@ def count_draws(datasets: Datasets) -> dict[str, CountingIterator]:
             setattr(datasets, split, iterator)
         counters[split] = iterator
     return counters
+
+
+class DrawPositions:
+    """Per split, how many batches were drawn from ``datasets`` since this object was made.
+
+    The one way lopt counts data positions (resume, workers, validation draws):
+    the splits count their draws in place (``count_draws``), so the counts see
+    every reader of a shared ``Datasets``; positions are relative to the counts
+    when this object was made (or last ``rebase``d), because the iterators may
+    already have been drawn from (e.g. by an earlier run sharing them through
+    ``dataset_lru_cache``). A data-free family (``datasets=None``) has no splits.
+    """
+
+    def __init__(self, datasets: Datasets | None):
+        self.counters = {} if datasets is None else count_draws(datasets)
+        self.rebase()
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The counted splits (none for a data-free family)."""
+        return tuple(self.counters)
+
+    def rebase(self) -> None:
+        """Count positions from the iterators' current state."""
+        self._base = {split: c.count for split, c in self.counters.items()}
+
+    def drawn(self) -> dict[str, int]:
+        """Batches drawn per split since the base."""
+        return {split: c.count - self._base[split] for split, c in self.counters.items()}
+
+    def skip(self, split: str, n: int) -> None:
+        """Draw and drop ``n`` batches of ``split``."""
+        self.counters[split].skip(n)

@@ -132,9 +132,16 @@ def multi_task_training_curves(
 ) -> TrainingCurves:
     """Train ``num_tasks`` tasks sampled from ``family`` (vmapped) and return their curves."""
     result = train_family(
-        family, optimizer, key, num_tasks, num_steps, eval_every=eval_every,
-        num_eval_batches=num_eval_batches, eval_splits=tuple(eval_splits), theta=theta,
-    )  # fmt: skip
+        family,
+        optimizer,
+        key,
+        num_tasks,
+        num_steps,
+        eval_every=eval_every,
+        num_eval_batches=num_eval_batches,
+        eval_splits=tuple(eval_splits),
+        theta=theta,
+    )
     return TrainingCurves.from_result(name or _name_of(optimizer), result)
 
 
@@ -154,9 +161,17 @@ def single_task_training_curves(
     if not isinstance(task, Task):
         raise TypeError(f"expected a Task, got {type(task).__name__}: {task!r}.")
     return multi_task_training_curves(
-        _seed_family(task), optimizer, key, num_seeds, num_steps, eval_every,
-        num_eval_batches, eval_splits, theta, name,
-    )  # fmt: skip
+        _seed_family(task),
+        optimizer,
+        key,
+        num_seeds,
+        num_steps,
+        eval_every,
+        num_eval_batches,
+        eval_splits,
+        theta,
+        name,
+    )
 
 
 _SEED_FAMILIES: dict[int, TaskFamily] = {}
@@ -215,9 +230,15 @@ def tune_learning_rate(
     scores = {}
     for lr in learning_rates:
         curves = multi_task_training_curves(
-            family, by_lr, key, num_runs, num_steps, num_eval_batches=num_eval_batches,
-            eval_splits=("inner_valid",), theta=np.float32(lr),
-        )  # fmt: skip
+            family,
+            by_lr,
+            key,
+            num_runs,
+            num_steps,
+            num_eval_batches=num_eval_batches,
+            eval_splits=("inner_valid",),
+            theta=np.float32(lr),
+        )
         final = curves.inner_valid_loss[:, -1]
         scores[lr] = float(np.mean(final)) if np.all(np.isfinite(final)) else math.inf
         if progress is not None:

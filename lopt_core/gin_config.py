@@ -7,19 +7,14 @@ registers the configurables, parses files and command-line bindings, and turns
 gin's errors about unknown configurables and parameters into ``GinConfigError``
 naming the file, the line and close matches from the registry.
 
-Exposing a core entry point (meta-training, evaluation, ...) to gin: decorate it
-with ``configurable_core``; the module-level name is then the gin-configured
-function, and it is known to ``parse_config``'s error messages::
-
-    from lopt_core.gin_config import configurable_core
-
-    @configurable_core(name="meta_train")          # gin name: meta_train / lopt.meta_train
-    def meta_train(task_family, learned_optimizer, num_steps: int = 1000, ...):
-        ...
-
-or, for a function defined elsewhere, ``wrapped = configurable_core(fn, name="...")``
-and call ``wrapped`` (only calls through the returned wrapper see the bindings).
-Once a run has built its objects, call ``write_operative_config(run_dir)``.
+The core's entry points ``train``, ``train_family`` and ``meta_train`` are exposed
+here (gin names ``train``, ``meta_train``..., or ``lopt.meta_train``); the plain
+functions know nothing of gin, so only calls through their gin wrappers see the
+bindings: ``configured("meta_train")(output_dir=...)``. Another core function is
+exposed with ``wrapped = configurable_core(fn, name="...")``. Once a run has built
+its objects, ``write_operative_config(run_dir)`` records the config it used
+(``lopt train`` passes it to ``meta_train`` as ``on_start``). ``gin_recipe()`` is
+the config as a recipe that Ray actors rebuild the run from.
 """
 
 from __future__ import annotations
@@ -38,7 +33,8 @@ import gin
 
 import lopt_core
 from lopt_core import training
-from lopt_core.outer import meta_train as _meta_train
+from lopt_core.outer import run
+from lopt_core.outer.settings import RECIPE_FIELDS
 from lopt_core.registry import Registry, get_registry
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -121,11 +117,49 @@ def core_configurables() -> dict[str, Callable[..., Any]]:
     return {selector.rsplit(".", 1)[1]: wrapper for selector, (_, wrapper) in _CORE.items()}
 
 
-# The core's entry points. Entry points added later (evaluation, ...) may
-# instead call ``configurable_core`` in their own modules.
-train = configurable_core(training.train, name="train")
-train_family = configurable_core(training.train_family, name="train_family")
-meta_train = configurable_core(_meta_train.meta_train, name="meta_train")
+# The core's entry points, exposed to gin (their wrappers: ``configured(name)``).
+configurable_core(training.train, name="train")
+configurable_core(training.train_family, name="train_family")
+configurable_core(run.meta_train, name="meta_train")
+
+
+def configured(name: str) -> Callable[..., Any]:
+    """The gin-configured wrapper of the core entry point ``name`` (e.g. ``"meta_train"``).
+
+    Calls through it receive the parsed bindings (``meta_train.num_steps = ...``);
+    the plain function (``lopt_core.meta_train``) ignores them.
+    """
+    entry_points = core_configurables()
+    if name not in entry_points:
+        close = difflib.get_close_matches(name, list(entry_points), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise KeyError(
+            f"{name!r} is not a core entry point exposed to gin.{hint} "
+            f"They are: {', '.join(sorted(entry_points))}."
+        )
+    return entry_points[name]
+
+
+class GinRecipe:
+    """A recipe that parses gin config text and returns the bound ``meta_train`` arguments
+    that make a ``LearnerSpec``.
+
+    Each Ray actor that calls it gets its own freshly built objects, exactly as the
+    driver's ``meta_train`` got them from the same config.
+    """
+
+    def __init__(self, config: str):
+        self.config = config
+
+    def __call__(self) -> dict[str, Any]:
+        parse_config(bindings=self.config)
+        bound = gin.get_bindings("meta_train")  # references are evaluated: objects built here
+        return {name: value for name, value in bound.items() if name in RECIPE_FIELDS}
+
+
+def gin_recipe(config: str | None = None) -> GinRecipe:
+    """A ``GinRecipe`` of ``config`` (default: the whole gin config now parsed in this process)."""
+    return GinRecipe(gin.config_str() if config is None else config)
 
 
 def register_configurables(registry: Registry | None = None) -> list[str]:

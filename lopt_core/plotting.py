@@ -37,9 +37,13 @@ def plot_curves(
                 mean = np.nanmean(np.where(np.isfinite(losses), losses, np.nan), axis=0)
             (line,) = ax.plot(c.eval_steps, mean, label=c.name, linewidth=1.8)
             ax.fill_between(
-                c.eval_steps, np.nanmin(losses, 0), np.nanmax(losses, 0),
-                color=line.get_color(), alpha=0.18, linewidth=0,
-            )  # fmt: skip
+                c.eval_steps,
+                np.nanmin(losses, 0),
+                np.nanmax(losses, 0),
+                color=line.get_color(),
+                alpha=0.18,
+                linewidth=0,
+            )
         for step in marker_steps:
             ax.axvline(step, color="0.5", linestyle="--", linewidth=1)
         ax.set_yscale("log")

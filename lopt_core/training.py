@@ -247,15 +247,31 @@ def _dummy_eval_batches(eval_batches: Any, splits: tuple, shape: tuple) -> Any:
 
 @backend_jit(static_argnames=("task", "eval_task", "eval_splits", *_LOOP_STATICS))
 def _train_jit(
-    task, optimizer, theta, key, train_batches, eval_batches, num_steps, eval_every, data_free,
-    eval_task, eval_splits=(),
-):  # fmt: skip
+    task,
+    optimizer,
+    theta,
+    key,
+    train_batches,
+    eval_batches,
+    num_steps,
+    eval_every,
+    data_free,
+    eval_task,
+    eval_splits=(),
+):
     num_evals = num_steps // eval_every + 1
     eval_batches = _dummy_eval_batches(eval_batches, eval_splits, (num_evals,))
     return _train_loop(
-        unwrap_static(task), _resolve_optimizer(optimizer, theta), key, train_batches, eval_batches,
-        num_steps, eval_every, data_free, unwrap_static(eval_task),
-    )  # fmt: skip
+        unwrap_static(task),
+        _resolve_optimizer(optimizer, theta),
+        key,
+        train_batches,
+        eval_batches,
+        num_steps,
+        eval_every,
+        data_free,
+        unwrap_static(eval_task),
+    )
 
 
 def train(
@@ -297,11 +313,18 @@ def train(
         eval_batches = _stack_eval_batches(datasets, num_evals, num_eval_batches, None, eval_splits)
     with explain_tracer_errors(f"Task {task.name}"):
         return _train_jit(
-            static_arg(task), static_arg(optimizer), theta, key, train_batches, eval_batches,
-            num_steps=int(num_steps), eval_every=eval_every, data_free=datasets is None,
+            static_arg(task),
+            static_arg(optimizer),
+            theta,
+            key,
+            train_batches,
+            eval_batches,
+            num_steps=int(num_steps),
+            eval_every=eval_every,
+            data_free=datasets is None,
             eval_task=None if eval_task is None else static_arg(eval_task),
             eval_splits=eval_splits if datasets is None else (),
-        )  # fmt: skip
+        )
 
 
 def _train_family_loop(family, optimizer, cfgs, keys, train_batches, eval_batches, **static):
@@ -315,9 +338,19 @@ def _train_family_loop(family, optimizer, cfgs, keys, train_batches, eval_batche
 
 @backend_jit(static_argnames=("family", "num_tasks", "eval_splits", "mesh", *_LOOP_STATICS))
 def _train_family_jit(
-    family, optimizer, theta, key, train_batches, eval_batches, num_tasks, num_steps, eval_every,
-    data_free, eval_splits=(), mesh=None,
-):  # fmt: skip
+    family,
+    optimizer,
+    theta,
+    key,
+    train_batches,
+    eval_batches,
+    num_tasks,
+    num_steps,
+    eval_every,
+    data_free,
+    eval_splits=(),
+    mesh=None,
+):
     # Sampling the cfgs and splitting the keys happen in here too: one dispatch per call.
     family = unwrap_static(family)
     cfg_key, run_key = jax.random.split(key)
@@ -329,9 +362,16 @@ def _train_family_jit(
         (cfgs, keys, train_batches, eval_batches), mesh
     )
     result = _train_family_loop(
-        family, _resolve_optimizer(optimizer, theta), cfgs, keys, train_batches, eval_batches,
-        num_steps=num_steps, eval_every=eval_every, data_free=data_free,
-    )  # fmt: skip
+        family,
+        _resolve_optimizer(optimizer, theta),
+        cfgs,
+        keys,
+        train_batches,
+        eval_batches,
+        num_steps=num_steps,
+        eval_every=eval_every,
+        data_free=data_free,
+    )
     return constrain(result, mesh)
 
 
@@ -380,8 +420,16 @@ def train_family(
         train_batches, eval_batches = put((train_batches, eval_batches), mesh)
     with explain_tracer_errors(f"TaskFamily {family.name}.task_fn"):
         return _train_family_jit(
-            static_arg(family), static_arg(optimizer), theta, key, train_batches, eval_batches,
-            num_tasks=int(num_tasks), num_steps=int(num_steps), eval_every=eval_every,
-            data_free=datasets is None, eval_splits=eval_splits if datasets is None else (),
+            static_arg(family),
+            static_arg(optimizer),
+            theta,
+            key,
+            train_batches,
+            eval_batches,
+            num_tasks=int(num_tasks),
+            num_steps=int(num_steps),
+            eval_every=eval_every,
+            data_free=datasets is None,
+            eval_splits=eval_splits if datasets is None else (),
             mesh=mesh,
-        )  # fmt: skip
+        )

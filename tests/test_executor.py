@@ -19,23 +19,25 @@ import numpy as np
 import pytest
 
 from lopt_core import Datasets, Task, TaskFamily
-from lopt_core.outer import ConstantTruncationSchedule, TruncatedPES
-from lopt_core.outer.checkpoints import load_checkpoint
-from lopt_core.outer.learner import (
+from lopt_core.keys import INIT, tagged
+from lopt_core.outer import (
+    ConstantTruncationSchedule,
     GradientWorker,
     InProcessWorkers,
     LocalExecutor,
     PoolExecutor,
+    TruncatedPES,
     WorkerJob,
     WorkerLost,
     WorkersFailed,
 )
+from lopt_core.outer.checkpoints import load_checkpoint
 from lopt_core.outer.meta_train import build_learner, meta_train
 from lopt_plugins.learned_optimizers import LearnableSGDM
 from lopt_plugins.tasks import FixedDimQuadraticFamily
 
 KEY = jax.random.PRNGKey(0)
-INIT_KEY = jax.random.fold_in(KEY, -1 % 2**31)  # what meta_train initializes with (seed 0)
+INIT_KEY = tagged(KEY, INIT)  # what meta_train initializes with (seed 0)
 
 
 # A data-backed family that builds its own iterators on every construction, as a

@@ -51,13 +51,17 @@ def _named_target(name: str):
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print the table."""
-    from lopt_core.run_evaluation import evaluate_run, format_table
+    from lopt_core.run_report import evaluate_run, format_table
 
     tasks = [_named_target(name) for name in args.task]
     report = evaluate_run(
-        args.run_dir, tasks, steps=args.steps, seeds=args.seeds, checkpoint=args.checkpoint,
+        args.run_dir,
+        tasks,
+        steps=args.steps,
+        seeds=args.seeds,
+        checkpoint=args.checkpoint,
         progress=not args.no_progress,
-    )  # fmt: skip
+    )
     print(
         f"{report['learned_optimizer']} from the {report['checkpoint']} checkpoint "
         f"(step {report['checkpoint_step']})\n"

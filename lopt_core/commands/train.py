@@ -83,7 +83,7 @@ def _bound(selector: str) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     """Parse the config, run ``meta_train``, and report where the results are."""
-    from lopt_core.gin_config import meta_train, parse_config
+    from lopt_core.gin_config import configured, gin_recipe, parse_config, write_operative_config
 
     configs = [Path(c) for c in args.config] or [default_config()]
     output_dir = Path(args.output_dir or Path(DEFAULT_OUTPUT_ROOT) / configs[-1].stem)
@@ -92,16 +92,18 @@ def run(args: argparse.Namespace) -> int:
     if args.workers is not None:
         options["workers"] = args.workers
     if args.ray or args.ray_address:
-        from lopt_core.distributed import gin_recipe
-
         # Every Ray actor rebuilds the run's objects from this config text.
         options.update(ray=True, recipe=gin_recipe())
         if args.ray_address:
             options["ray_address"] = args.ray_address
         if args.workers is None and not _bound("meta_train.workers"):
             options["workers"] = DEFAULT_RAY_WORKERS
-    result = meta_train(
-        output_dir=output_dir, resume=args.resume, progress=not args.no_progress, **options
+    result = configured("meta_train")(
+        output_dir=output_dir,
+        resume=args.resume,
+        progress=not args.no_progress,
+        on_start=write_operative_config,
+        **options,
     )
     last = result.last_metrics
     summary = f"meta-loss {last['meta_loss']:.4g} at step {last['step']}" if last else "no steps"

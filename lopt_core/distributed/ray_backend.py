@@ -4,11 +4,11 @@ Nothing here imports Ray at module level: ``require_ray()`` does, when a run
 starts, and says how to install it if it is missing.
 
 Who builds what: the driver (``lopt train`` or ``meta_train(ray=True)``) sends
-every actor a *recipe*, a picklable function returning ``meta_train``'s build
-arguments (``BUILD_ARGS``); each actor calls it and builds its own task family,
-data iterators and estimators, so nothing unpicklable (live data iterators,
-generators, compiled functions) crosses the wire. ``lopt train`` uses a
-``GinRecipe`` (the parsed gin config, as text).
+every actor a *recipe*, a picklable function returning ``LearnerSpec`` fields;
+each actor calls it and builds its own task family, data iterators and
+estimators, so nothing unpicklable (live data iterators, generators, compiled
+functions) crosses the wire. ``lopt train`` uses a ``GinRecipe`` (the parsed gin
+config, as text; ``lopt_core.gin_config``).
 """
 
 from __future__ import annotations
@@ -24,9 +24,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from lopt_core.outer.learner import GradientWorker, WorkerJob, WorkerLost, WorkerPool, WorkerResult
-
-Recipe = Callable[[], dict[str, Any]]
+from lopt_core.outer.executors import PoolExecutor
+from lopt_core.outer.run_dir import check_output_dir
+from lopt_core.outer.run_loop import MetaTrainResult, RunLoop
+from lopt_core.outer.settings import LearnerSpec, Recipe, RunSettings, WorkerSettings
+from lopt_core.outer.workers import (
+    GradientWorker,
+    WorkerJob,
+    WorkerLost,
+    WorkerPool,
+    WorkerResult,
+)
 
 DEFAULT_WORKER_OPTIONS: dict[str, Any] = {"num_cpus": 1, "max_restarts": 3}
 
@@ -68,48 +76,6 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     return True
 
 
-class GinRecipe:
-    """A recipe that parses gin config text and returns ``meta_train``'s bound build arguments.
-
-    Each actor that calls it gets its own freshly built objects, exactly as the
-    driver's ``meta_train`` got them from the same config.
-    """
-
-    def __init__(self, config: str):
-        self.config = config
-
-    def __call__(self) -> dict[str, Any]:
-        import gin
-
-        from lopt_core.gin_config import parse_config
-        from lopt_core.outer.meta_train import BUILD_ARGS
-
-        parse_config(bindings=self.config)
-        bound = gin.get_bindings("meta_train")  # references are evaluated: objects built here
-        return {name: value for name, value in bound.items() if name in BUILD_ARGS}
-
-
-def gin_recipe(config: str | None = None) -> GinRecipe:
-    """A ``GinRecipe`` of ``config`` (default: the whole gin config now parsed in this process)."""
-    if config is None:
-        import gin
-
-        config = gin.config_str()
-    return GinRecipe(config)
-
-
-def _build_args(recipe: Recipe) -> dict[str, Any]:
-    from lopt_core.outer.meta_train import BUILD_ARGS
-
-    args = recipe()
-    if not isinstance(args, dict):
-        raise TypeError(
-            f"A recipe must return a dict of meta_train's build arguments {BUILD_ARGS}, got "
-            f"{type(args).__name__} from {recipe!r}."
-        )
-    return {name: value for name, value in args.items() if name in BUILD_ARGS}
-
-
 class _WorkerActor:
     """A gradient worker in its own process; builds its estimators from the recipe on first use.
 
@@ -123,10 +89,8 @@ class _WorkerActor:
 
     def _get(self) -> GradientWorker:
         if self.worker is None:
-            from lopt_core.outer.meta_train import build_learner
-
-            learner = build_learner(**_build_args(self.recipe), num_estimators=self.num_estimators)
-            self.worker = GradientWorker(learner.estimators, self.index)
+            spec = LearnerSpec.from_recipe(self.recipe, self.num_estimators)
+            self.worker = GradientWorker(spec.build().estimators, self.index)
         return self.worker
 
     def draw_size(self) -> dict[str, int]:
@@ -213,29 +177,25 @@ class _LearnerActor:
 
     def setup(
         self,
-        recipe: Recipe,
         output_dir: str,
         latest: str | None,
-        workers: int,
+        recipe: Recipe,
         num_estimators: int,
-        mode: str,
-        max_staleness: int,
-        worker_options: dict[str, Any] | None,
-        run_args: dict[str, Any],
+        run: RunSettings,
+        placement: WorkerSettings,
     ) -> int:
         """Build the learner and its workers, start or restore the state; returns its step."""
         import jax
 
-        from lopt_core.outer.learner import PoolExecutor
-        from lopt_core.outer.meta_train import _Run, build_learner
-
-        learner = build_learner(**_build_args(recipe))
-        pool = RayWorkers(recipe, workers, num_estimators, worker_options)
+        learner = LearnerSpec.from_recipe(recipe).build()
+        pool = RayWorkers(recipe, placement.workers, num_estimators, placement.worker_options)
         self.worker_names = pool.names
         try:
-            key = jax.random.PRNGKey(run_args["seed"])
-            self.executor = PoolExecutor(learner, pool, key, num_estimators, mode, max_staleness)
-            self.run_ = _Run(self.executor, Path(output_dir), **run_args)
+            key = jax.random.PRNGKey(run.seed)
+            self.executor = PoolExecutor(
+                learner, pool, key, num_estimators, placement.mode, placement.max_staleness
+            )
+            self.run_ = RunLoop(self.executor, Path(output_dir), run)
             self.state = self.run_.start(Path(latest) if latest else None)
         except BaseException:
             pool.close()
@@ -288,46 +248,41 @@ def _check_picklable(recipe: Recipe) -> None:
 def ray_meta_train(
     output_dir: str | os.PathLike,
     recipe: Recipe,
+    run: RunSettings | None = None,
+    placement: WorkerSettings | None = None,
     *,
-    workers: int = 2,
     num_estimators: int = 1,
-    mode: str = "sync",
-    max_staleness: int = 1,
-    address: str | None = None,
-    worker_options: dict[str, Any] | None = None,
-    num_steps: int = 1000,
-    checkpoint_every: int = 100,
-    validate_every: int = 0,
-    validation_tasks: int = 4,
-    validation_steps: int | None = None,
-    seed: int = 0,
     resume: bool = False,
     progress: bool = True,
     on_ready: Callable[[], None] | None = None,
-):
-    """Meta-train on Ray: one learner actor (on this machine) and ``workers`` worker actors.
+) -> MetaTrainResult:
+    """Meta-train on Ray: one learner actor (on this machine) and ``placement.workers``
+    worker actors (default 2), each with ``num_estimators`` estimators built from ``recipe``.
 
-    Joins the cluster at ``address``, or starts a local one (as many CPUs as this
-    machine has, or as the workers need) when Ray is not initialized yet; a Ray
-    already initialized in this process is used as it is. The learner actor
-    writes the run's files in ``output_dir`` (it is placed on this machine's
+    Joins the cluster at ``placement.ray_address``, or starts a local one (as many
+    CPUs as this machine has, or as the workers need) when Ray is not initialized
+    yet; a Ray already initialized in this process is used as it is. The learner
+    actor writes the run's files in ``output_dir`` (it is placed on this machine's
     node, so they appear here); ``on_ready`` runs once it has built or restored
     its state. Ctrl-C stops the run after the current step with a checkpoint.
-    Arguments otherwise as in ``meta_train``; returns its ``MetaTrainResult``.
+    Returns ``meta_train``'s ``MetaTrainResult``.
     """
-    from lopt_core.outer.meta_train import _check_output_dir
-
+    run = RunSettings() if run is None else run
+    placement = WorkerSettings(workers=2, ray=True) if placement is None else placement
+    if not placement.ray:
+        raise ValueError(f"ray_meta_train needs WorkerSettings(ray=True, ...), got {placement!r}.")
     ray = require_ray()
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be an integer >= 1, got {workers!r}.")
     _check_picklable(recipe)
     output_dir = Path(output_dir).resolve()  # the actor's working directory is not ours
-    latest = _check_output_dir(output_dir, resume)
+    latest = check_output_dir(output_dir, resume)
     output_dir.mkdir(parents=True, exist_ok=True)
-    cpus = (worker_options or {}).get("num_cpus", DEFAULT_WORKER_OPTIONS["num_cpus"])
-    started = init_ray(address, num_cpus=max(os.cpu_count() or 1, math.ceil(workers * cpus)))
+    workers = placement.workers
+    cpus = (placement.worker_options or {}).get("num_cpus", DEFAULT_WORKER_OPTIONS["num_cpus"])
+    started = init_ray(
+        placement.ray_address, num_cpus=max(os.cpu_count() or 1, math.ceil(workers * cpus))
+    )
     try:
         available = ray.cluster_resources().get("CPU", 0)
         if available < workers * cpus:
@@ -346,27 +301,14 @@ def ray_meta_train(
         )
         learner = learner_class.remote()
         try:
-            run_args = dict(
-                seed=seed, validate_every=validate_every, validation_tasks=validation_tasks,
-                validation_steps=validation_steps, num_steps=num_steps,
-                checkpoint_every=checkpoint_every,
-            )  # fmt: skip
-            start = ray.get(
-                learner.setup.remote(
-                    recipe,
-                    str(output_dir),
-                    str(latest) if resume else None,
-                    workers,
-                    num_estimators,
-                    mode,
-                    max_staleness,
-                    worker_options,
-                    run_args,
-                )  # fmt: skip
+            latest_arg = str(latest) if resume else None
+            setup = learner.setup.remote(
+                str(output_dir), latest_arg, recipe, num_estimators, run, placement
             )
+            start = ray.get(setup)
             if on_ready is not None:
                 on_ready()
-            return _drive(ray, learner, start, num_steps, progress)
+            return _drive(ray, learner, start, run.num_steps, progress)
         finally:
             ray.kill(learner)  # its worker actors die with it
     finally:

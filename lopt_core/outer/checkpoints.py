@@ -39,27 +39,70 @@ def save_checkpoint(path: str | os.PathLike, state: Any, metadata: dict[str, Any
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, template: Any) -> tuple[Any, dict[str, Any]]:
-    """Read a checkpoint written by ``save_checkpoint`` into the structure of ``template``.
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read, or does not fit this run's configuration."""
 
-    ``template`` is a state of the same structure (e.g. a freshly initialized
-    one); a mismatch means the checkpoint came from a different configuration.
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The raw state dict and the header of the checkpoint at ``path``: the one reader.
+
+    Raises ``FileNotFoundError`` when there is no file, ``CheckpointError``
+    (naming the file) when it is torn or not a lopt checkpoint.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No checkpoint at {path}.")
-    raw = serialization.msgpack_restore(path.read_bytes())
-    metadata = json.loads(raw["metadata"])
     try:
-        state = serialization.from_state_dict(template, raw["state"])
-    except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(
-            f"The checkpoint {path} does not match this run's configuration ({e}). Resume with "
-            "the config the run was started with (its operative_config.gin), or start a new run "
-            "in another output directory."
+        raw = serialization.msgpack_restore(path.read_bytes())
+        header = json.loads(raw["metadata"])
+        state = raw["state"]
+    except Exception as e:  # msgpack and json raise many kinds on a torn file
+        raise CheckpointError(
+            f"The checkpoint {path} is unreadable (truncated or corrupt: {type(e).__name__}: {e})."
         ) from e
-    _check_shapes(path, template, state)
-    return state, metadata
+    return state, header
+
+
+def read_header(path: str | os.PathLike) -> dict[str, Any]:
+    """Only the JSON header of the checkpoint at ``path``."""
+    return read_checkpoint(path)[1]
+
+
+def _restore(path: Path, template: Any, raw: Any, mismatch: str) -> Any:
+    try:
+        restored = serialization.from_state_dict(template, raw)
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(mismatch.format(path=path, error=e)) from e
+    _check_shapes(path, template, restored)
+    return restored
+
+
+_STATE_MISMATCH = (
+    "The checkpoint {path} does not match this run's configuration ({error}). Resume with "
+    "the config the run was started with (its operative_config.gin), or start a new run in "
+    "another output directory."
+)
+_THETA_MISMATCH = (
+    "The meta-parameters in {path} do not fit this learned optimizer ({error}); was the run "
+    "made with another configuration?"
+)
+
+
+def load_checkpoint(
+    path: str | os.PathLike, template: Any, *, ignore: tuple[str, ...] = ()
+) -> tuple[Any, dict[str, Any]]:
+    """Read a checkpoint written by ``save_checkpoint`` into the structure of ``template``.
+
+    ``template`` is a state of the same structure (e.g. a freshly initialized
+    one); a mismatch means the checkpoint came from a different configuration.
+    ``ignore`` names top-level fields of the saved state to leave out: they take
+    the template's values.
+    """
+    path = Path(path)
+    raw, header = read_checkpoint(path)
+    for name in ignore:
+        raw[name] = serialization.to_state_dict(getattr(template, name))
+    return _restore(path, template, raw, _STATE_MISMATCH), header
 
 
 def _check_shapes(path: Path, template: Any, state: Any) -> None:
@@ -67,7 +110,7 @@ def _check_shapes(path: Path, template: Any, state: Any) -> None:
         jax.tree_util.tree_leaves_with_path(template), jax.tree_util.tree_leaves(state), strict=True
     ):
         if np.shape(t) != np.shape(s):
-            raise ValueError(
+            raise CheckpointError(
                 f"The checkpoint {path} holds shape {np.shape(s)} at "
                 f"{jax.tree_util.keystr(where)}, but this run's configuration expects "
                 f"{np.shape(t)}. Resume with the config the run was started with."
@@ -77,15 +120,7 @@ def _check_shapes(path: Path, template: Any, state: Any) -> None:
 def load_theta(path: str | os.PathLike, template: Any) -> tuple[Any, dict[str, Any]]:
     """Only the meta-parameters (and header) of a learner checkpoint, shaped like ``template``."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"No checkpoint at {path}.")
-    raw = serialization.msgpack_restore(path.read_bytes())
-    try:
-        theta = serialization.from_state_dict(template, raw["state"]["theta"])
-    except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(
-            f"The meta-parameters in {path} do not fit this learned optimizer ({e}); was the run "
-            "made with another configuration?"
-        ) from e
-    _check_shapes(path, template, theta)
-    return theta, json.loads(raw["metadata"])
+    raw, header = read_checkpoint(path)
+    if "theta" not in raw:
+        raise CheckpointError(f"{path} holds no meta-parameters (theta): it is no learner state.")
+    return _restore(path, template, raw["theta"], _THETA_MISMATCH), header

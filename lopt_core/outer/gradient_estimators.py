@@ -18,7 +18,7 @@ from flax import struct
 
 from lopt_core.jit import BackendJit
 from lopt_core.outer.truncated_step import InnerState, VectorizedLOptTruncatedStep
-from lopt_core.outer.truncation_schedules import ConstantTruncationSchedule
+from lopt_core.validation import positive_int
 
 tree_map = jax.tree_util.tree_map
 
@@ -73,12 +73,6 @@ def _check_std(owner: str, std: float) -> float:
     if not isinstance(std, (int, float)) or not std > 0:
         raise ValueError(f"{owner}: std must be a positive number, got {std!r}.")
     return float(std)
-
-
-def _check_length(owner: str, what: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{owner}: {what} must be a positive integer, got {value!r}.")
-    return int(value)
 
 
 def _check_truncated_step(owner: str, truncated_step: Any) -> None:
@@ -207,7 +201,7 @@ class TruncatedPES(GradientEstimator):
     ):
         _check_truncated_step(type(self).__name__, truncated_step)
         self.truncated_step = truncated_step
-        self.unroll_length = _check_length(type(self).__name__, "trunc_length", trunc_length)
+        self.unroll_length = positive_int(trunc_length, "trunc_length", owner=type(self).__name__)
         self.std = _check_std(type(self).__name__, std)
         n = truncated_step.num_tasks
         self._task_ids = np.concatenate([np.arange(n), np.arange(n)]).astype(np.int32)
@@ -223,9 +217,14 @@ class TruncatedPES(GradientEstimator):
         eps_key, unroll_key = jax.random.split(key)
         eps = layout.normal(eps_key, n, self.std)  # flat [n, D] (or theta-shaped)
         inner, out = self.truncated_step.unroll(
-            _antithetic(theta, layout.as_tree(eps)), worker_state.inner, unroll_key, batches,
-            self._task_ids, self.unroll_length, theta_axis=0,
-        )  # fmt: skip
+            _antithetic(theta, layout.as_tree(eps)),
+            worker_state.inner,
+            unroll_key,
+            batches,
+            self._task_ids,
+            self.unroll_length,
+            theta_axis=0,
+        )
         delta, nonfinite = _finite_or_zero(out.meta_loss[:, :n] - out.meta_loss[:, n:])  # [T, n]
         restarted = out.restarted[:, :n]
         after_restart = jnp.cumsum(restarted, axis=0) > 0
@@ -263,7 +262,7 @@ class FullES(GradientEstimator):
 
     ``loss_type="avg"`` scores a run by its mean meta-loss over all steps,
     ``"last"`` by the meta-loss after its final step. The horizon is
-    ``horizon`` or, by default, the length of a ``ConstantTruncationSchedule``.
+    ``horizon`` or, by default, the schedule's ``fixed_length``.
     """
 
     def __init__(
@@ -279,14 +278,15 @@ class FullES(GradientEstimator):
             raise ValueError(f"{owner}: loss_type must be 'avg' or 'last', got {loss_type!r}.")
         if horizon is None:
             sched = truncated_step.trunc_sched
-            if not isinstance(sched, ConstantTruncationSchedule):
+            horizon = sched.fixed_length
+            if horizon is None:
                 raise ValueError(
                     f"{owner} unrolls whole inner runs, so it needs a fixed horizon: pass "
-                    f"horizon=N or use ConstantTruncationSchedule (got {sched!r})."
+                    f"horizon=N or use a schedule with a fixed_length such as "
+                    f"ConstantTruncationSchedule (got {sched!r})."
                 )
-            horizon = sched.length
         self.truncated_step = truncated_step
-        self.unroll_length = _check_length(owner, "horizon", horizon)
+        self.unroll_length = positive_int(horizon, "horizon", owner=owner)
         self.std = _check_std(owner, std)
         self.loss_type = loss_type
         n = truncated_step.num_tasks
@@ -308,9 +308,15 @@ class FullES(GradientEstimator):
         horizon = jnp.full_like(inner.horizon, self.unroll_length)
         inner = inner.replace(inner_step=jnp.zeros_like(inner.inner_step), horizon=horizon)
         _, out = self.truncated_step.unroll(
-            thetas, inner, unroll_key, batches, task_ids, self.unroll_length, theta_axis=0,
+            thetas,
+            inner,
+            unroll_key,
+            batches,
+            task_ids,
+            self.unroll_length,
+            theta_axis=0,
             restarts=False,
-        )  # fmt: skip
+        )
         losses = jnp.mean(out.meta_loss, axis=0) if self.loss_type == "avg" else out.meta_loss[-1]
         delta, nonfinite = _finite_or_zero(losses[:n] - losses[n:])
         grad = layout.as_tree(_weighted_mean(delta / (2 * self.std**2), eps))
@@ -328,7 +334,7 @@ class TruncatedGrad(GradientEstimator):
     def __init__(self, truncated_step: VectorizedLOptTruncatedStep, trunc_length: int = 10):
         _check_truncated_step(type(self).__name__, truncated_step)
         self.truncated_step = truncated_step
-        self.unroll_length = _check_length(type(self).__name__, "trunc_length", trunc_length)
+        self.unroll_length = positive_int(trunc_length, "trunc_length", owner=type(self).__name__)
         self._task_ids = np.arange(truncated_step.num_tasks, dtype=np.int32)
 
     def init_worker_state(self, theta: Any, key: jax.Array) -> InnerState:

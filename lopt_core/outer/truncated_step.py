@@ -26,6 +26,7 @@ from lopt_core.outer.truncation_schedules import TruncationSchedule
 from lopt_core.sharding import MeshArg, constrain, resolve_mesh
 from lopt_core.static_graph import sample_cfgs
 from lopt_core.tasks import TaskFamily
+from lopt_core.validation import non_negative_int, positive_int
 
 
 @struct.dataclass
@@ -142,13 +143,10 @@ class VectorizedLOptTruncatedStep:
             raise TypeError(
                 f"trunc_sched must be a TruncationSchedule, got {type(trunc_sched).__name__}."
             )
-        if not isinstance(num_tasks, (int, np.integer)) or num_tasks < 1:
-            raise ValueError(f"num_tasks must be a positive integer, got {num_tasks!r}.")
-        offset = random_initial_iteration_offset
-        if not isinstance(offset, (int, np.integer)) or offset < 0:
-            raise ValueError(
-                f"random_initial_iteration_offset must be an integer >= 0, got {offset!r}."
-            )
+        num_tasks = positive_int(num_tasks, "num_tasks")
+        offset = non_negative_int(
+            random_initial_iteration_offset, "random_initial_iteration_offset"
+        )
         if meta_loss_split not in SPLITS:
             raise ValueError(
                 f"meta_loss_split must be one of {', '.join(SPLITS)}, got {meta_loss_split!r}."
@@ -328,9 +326,12 @@ class VectorizedLOptTruncatedStep:
             split_theta = theta if theta_axis is None else jax.tree_util.tree_map(split, theta)
             per_slot = jax.vmap(self._inner_step, in_axes=(theta_axis, 0, 0, 0, 0))
             out = jax.vmap(per_slot, in_axes=(theta_axis, 0, 0, None, None))(
-                split_theta, jax.tree_util.tree_map(split, state), split(keys),
-                train_batch, meta_batch,
-            )  # fmt: skip
+                split_theta,
+                jax.tree_util.tree_map(split, state),
+                split(keys),
+                train_batch,
+                meta_batch,
+            )
             return jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[2:]), out)
 
         def step(state, xs):

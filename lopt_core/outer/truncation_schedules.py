@@ -6,11 +6,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-INT32_MAX = int(np.iinfo(np.int32).max)
+from lopt_core.validation import INT32_MAX, positive_int
 
 
 class TruncationSchedule:
-    """Draws the horizon (number of inner steps) of a freshly started inner problem."""
+    """Draws the horizon (number of inner steps) of a freshly started inner problem.
+
+    ``fixed_length`` is the horizon when every draw gives the same one, else
+    None: engines that need one fixed horizon (``FullES``, validation, ``lopt
+    eval``) read it instead of testing for a class, so a third party's fixed
+    schedule drives them too.
+    """
+
+    @property
+    def fixed_length(self) -> int | None:
+        """The horizon of every draw, or None when horizons vary (the default)."""
+        return None
 
     def sample_horizon(self, key: jax.Array) -> jax.Array:
         """An int32 scalar horizon; traced under jit and vmap."""
@@ -22,11 +33,10 @@ class TruncationSchedule:
 
 
 def _check_length(owner: str, what: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value:
-        raise ValueError(f"{owner}: {what} must be a positive integer, got {value!r}.")
+    value = positive_int(value, what, owner=owner)
     if value > INT32_MAX:
         raise ValueError(f"{owner}: {what} must fit in int32 (<= {INT32_MAX}), got {value}.")
-    return int(value)
+    return value
 
 
 def _float32_at_most(value: int) -> np.float32:
@@ -40,6 +50,11 @@ class ConstantTruncationSchedule(TruncationSchedule):
 
     def __init__(self, length: int):
         self.length = _check_length(type(self).__name__, "length", length)
+
+    @property
+    def fixed_length(self) -> int:
+        """``length``: every inner problem runs for it."""
+        return self.length
 
     def sample_horizon(self, key: jax.Array) -> jax.Array:
         return jnp.asarray(self.length, jnp.int32)

@@ -1,4 +1,7 @@
-"""Evaluate a meta-training run's learned optimizer against tuned baselines (``lopt eval``).
+"""The report of ``lopt eval``: a run's learned optimizer against tuned baselines.
+
+(``lopt_core.evaluation`` has the pieces: learning curves and tuning; this module
+loads a run folder through its operative gin config and puts them together.)
 
 For each target (held-out tasks of the training family, and any named task),
 the learned optimizer, Adam at 1e-3, and Adam and SGDM with learning rates
@@ -21,17 +24,19 @@ import jax
 
 from lopt_core.evaluation import TrainingCurves, as_family, log_grid, multi_task_training_curves
 from lopt_core.evaluation import tune_learning_rate as _tune
+from lopt_core.gin_config import parse_config
+from lopt_core.keys import EVAL_HELD_OUT, EVAL_TUNING, tagged
 from lopt_core.learned.base import LearnedOptimizer
 from lopt_core.optimizers import SGDM, Adam
 from lopt_core.outer.checkpoints import load_theta
-from lopt_core.outer.meta_train import BEST, CHECKPOINT_DIR, LATEST, OPERATIVE_CONFIG_FILE
+from lopt_core.outer.run_dir import BEST, CHECKPOINT_DIR, LATEST, OPERATIVE_CONFIG_FILE
+from lopt_core.outer.settings import DEFAULT_TRUNCATION_LENGTH
 from lopt_core.outer.truncation_schedules import ConstantTruncationSchedule
 from lopt_core.tasks import Task, TaskFamily
+from lopt_core.validation import positive_int
 
 DEFAULT_LR_GRID = tuple(log_grid(1e-4, 1.0, 9))
 EVAL_FILE = "eval.json"
-# Keys for evaluation, disjoint from meta-training's (fold_in of step) and validation's.
-_HELD_OUT, _TUNING = 2**31 - 3, 2**31 - 4
 
 
 def _query_built(selector: str) -> Any:
@@ -53,8 +58,6 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str = "best") -> dict[str, 
     ``checkpoint`` is ``best`` (falls back to ``latest`` when the run never
     validated) or ``latest``.
     """
-    from lopt_core.gin_config import parse_config
-
     run_dir = Path(run_dir)
     config = run_dir / OPERATIVE_CONFIG_FILE
     if not config.is_file():
@@ -72,8 +75,10 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str = "best") -> dict[str, 
             f"{config} does not bind meta_train.task_family and meta_train.learned_optimizer; "
             "was it written by `lopt train`?"
         )
-    schedule = _query_built("meta_train.truncation_schedule") or ConstantTruncationSchedule(200)
-    horizon = schedule.length if isinstance(schedule, ConstantTruncationSchedule) else None
+    schedule = _query_built("meta_train.truncation_schedule") or ConstantTruncationSchedule(
+        DEFAULT_TRUNCATION_LENGTH
+    )
+    horizon = schedule.fixed_length
     seed = _query_built("meta_train.seed") or 0
     path = run_dir / CHECKPOINT_DIR / (BEST if checkpoint == "best" else LATEST)
     used = checkpoint
@@ -113,13 +118,20 @@ def evaluate_target(
     """
     steps, every = 2 * horizon, _eval_every(horizon)
     tick = progress or (lambda: None)
-    held_out, tuning = jax.random.fold_in(key, _HELD_OUT), jax.random.fold_in(key, _TUNING)
+    held_out, tuning = tagged(key, EVAL_HELD_OUT), tagged(key, EVAL_TUNING)
 
     def curves(optimizer, name, theta=None):
         out = multi_task_training_curves(
-            target, optimizer, held_out, seeds, steps, eval_every=every, num_eval_batches=4,
-            theta=theta, name=name,
-        )  # fmt: skip
+            target,
+            optimizer,
+            held_out,
+            seeds,
+            steps,
+            eval_every=every,
+            num_eval_batches=4,
+            theta=theta,
+            name=name,
+        )
         tick()
         return out
 
@@ -193,8 +205,7 @@ def evaluate_run(
 
     from lopt_core.plotting import plot_curves
 
-    if not isinstance(seeds, int) or seeds < 1:
-        raise ValueError(f"seeds must be a positive integer, got {seeds!r}.")
+    seeds = positive_int(seeds, "seeds")
     run_dir = Path(run_dir)
     run = load_run(run_dir, checkpoint)
     horizon = steps or run["horizon"]
@@ -220,13 +231,22 @@ def evaluate_run(
         for name, family in targets:
             bar.set_postfix_str(name[:40])
             curves, chosen = evaluate_target(
-                family, run["learned_optimizer"], run["theta"], horizon, seeds, key,
-                learning_rates, bar.update,
-            )  # fmt: skip
+                family,
+                run["learned_optimizer"],
+                run["theta"],
+                horizon,
+                seeds,
+                key,
+                learning_rates,
+                bar.update,
+            )
             plot = plot_curves(
-                curves, run_dir / f"eval_{_slug(name)}.png", "test",
-                title=f"{name}: test loss ({seeds} runs)", marker_steps=[horizon],
-            )  # fmt: skip
+                curves,
+                run_dir / f"eval_{_slug(name)}.png",
+                "test",
+                title=f"{name}: test loss ({seeds} runs)",
+                marker_steps=[horizon],
+            )
             report["targets"].append(
                 {
                     "name": name,

@@ -1,12 +1,12 @@
 """Outer-step throughput of meta-training with 0 (single process), 1, 2, ... Ray workers.
 
-    python -m lopt_core.distributed.benchmark [--workers 1 2] [--steps 60] [--ray-address A]
+    python benchmarks/ray_workers.py [--workers 1 2] [--steps 60] [--ray-address A]
 
-The workload is ``pes_mlp`` from the repository's ``benchmarks/`` folder
-(``--benchmarks-dir``): MLPLOpt meta-trained with truncated PES on an MLP
-64 -> 32 relu -> 10 over 10,000 synthetic examples, batch 128, 8 tasks, horizon
-50, offsets up to 50, trunc 10, std 0.01, outer Adam 1e-3. Each worker owns one
-estimator of 8 tasks, so a synchronous step with N workers averages N estimates.
+The workload is ``pes_mlp`` from this folder (``benchmarks/pes_mlp.py``): MLPLOpt
+meta-trained with truncated PES on an MLP 64 -> 32 relu -> 10 over 10,000 synthetic
+examples, batch 128, 8 tasks, horizon 50, offsets up to 50, trunc 10, std 0.01, outer
+Adam 1e-3. Each worker owns one estimator of 8 tasks, so a synchronous step with N
+workers averages N estimates.
 
 Each configuration is a real ``meta_train`` run into a temporary folder; the
 steady step time is the median of the steps after ``--warmup`` (compilation and
@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-DEFAULT_BENCHMARKS_DIR = Path(__file__).resolve().parents[2] / "benchmarks"
+BENCHMARKS_DIR = Path(__file__).resolve().parent
 
 
 def pes_mlp_recipe() -> dict[str, Any]:
@@ -71,17 +71,23 @@ def _steady(run_dir: Path, warmup: int) -> dict[str, Any]:
 def measure(workers: int, mode: str, steps: int, warmup: int, ray: bool) -> dict[str, Any]:
     """One ``meta_train`` run of pes_mlp; its steady outer-step rate."""
     # The recipe by its importable name (not __main__'s), so the actors can unpickle it.
-    from lopt_core.distributed.benchmark import pes_mlp_recipe
-    from lopt_core.outer.meta_train import meta_train
+    from ray_workers import pes_mlp_recipe
+
+    from lopt_core.outer import meta_train
 
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
         t0 = time.perf_counter()
         extra = dict(ray=True, recipe=pes_mlp_recipe, worker_mode=mode) if ray else {}
         meta_train(
-            run_dir, **pes_mlp_recipe(), workers=workers, num_steps=steps,
-            checkpoint_every=10**6, progress=False, **extra,
-        )  # fmt: skip
+            run_dir,
+            **pes_mlp_recipe(),
+            workers=workers,
+            num_steps=steps,
+            checkpoint_every=10**6,
+            progress=False,
+            **extra,
+        )
         out = _steady(run_dir, warmup)
     estimates = max(workers, 1) if mode == "sync" else 1
     out.update(
@@ -104,14 +110,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--ray-address", default=None)
-    parser.add_argument("--benchmarks-dir", default=str(DEFAULT_BENCHMARKS_DIR))
     parser.add_argument("--no-baseline", action="store_true")
     args = parser.parse_args(argv)
 
-    # The Ray actors import pes_mlp too: they inherit PYTHONPATH from this process.
-    sys.path.insert(0, args.benchmarks_dir)
+    # The Ray actors import this module and pes_mlp too: they inherit PYTHONPATH.
+    sys.path.insert(0, str(BENCHMARKS_DIR))
     os.environ["PYTHONPATH"] = os.pathsep.join(
-        p for p in (args.benchmarks_dir, os.environ.get("PYTHONPATH")) if p
+        p for p in (str(BENCHMARKS_DIR), os.environ.get("PYTHONPATH")) if p
     )
     if not args.no_baseline:
         print(json.dumps(measure(0, "sync", args.steps, args.warmup, ray=False)), flush=True)

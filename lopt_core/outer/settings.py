@@ -1,0 +1,187 @@
+"""A meta-training run's settings, as three small objects built once and passed whole.
+
+- ``LearnerSpec``: what to meta-train and how to estimate and apply meta-gradients;
+  it builds a ``GradientLearner`` (the learner, every worker, every Ray actor
+  builds its own from the same spec);
+- ``RunSettings``: how long, how often to checkpoint and validate, the seed;
+- ``WorkerSettings``: where the estimates are computed (this process, a pool of
+  in-process workers, or Ray actors).
+
+``meta_train`` (``lopt_core.outer.run``) is the one place that lists every
+parameter, because gin binds them by name (``meta_train.num_tasks = 8``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import optax
+
+from lopt_core.learned.base import LearnedOptimizer
+from lopt_core.outer.gradient_estimators import GradientEstimator, TruncatedPES
+from lopt_core.outer.learner import GradientLearner
+from lopt_core.outer.truncated_step import VectorizedLOptTruncatedStep
+from lopt_core.outer.truncation_schedules import ConstantTruncationSchedule, TruncationSchedule
+from lopt_core.tasks import TaskFamily
+from lopt_core.validation import check_int, non_negative_int, one_of, positive_float, positive_int
+
+EstimatorFactory = Callable[[VectorizedLOptTruncatedStep], GradientEstimator]
+# A picklable function returning ``LearnerSpec`` fields by name (not num_estimators):
+# what every Ray actor calls to build its own task family, data and estimators.
+Recipe = Callable[[], dict[str, Any]]
+
+DEFAULT_TRUNCATION_LENGTH = 200
+WORKER_MODES = ("sync", "async")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LearnerSpec:
+    """What a ``GradientLearner`` is built from.
+
+    ``num_estimators`` estimators, each a ``gradient_estimator`` over its own
+    ``VectorizedLOptTruncatedStep`` of ``num_tasks`` inner problems of
+    ``task_family``, trained by ``learned_optimizer`` and restarted after
+    ``truncation_schedule`` horizons (default: ``ConstantTruncationSchedule(200)``);
+    the outer optimizer is Adam at ``outer_learning_rate``, the averaged
+    meta-gradient clipped to ``max_grad_norm`` (None: no clipping).
+    """
+
+    task_family: TaskFamily
+    learned_optimizer: LearnedOptimizer
+    gradient_estimator: EstimatorFactory = TruncatedPES
+    truncation_schedule: TruncationSchedule | None = None
+    num_tasks: int = 8
+    random_initial_iteration_offset: int = 0
+    meta_loss_split: str = "outer_valid"
+    num_estimators: int = 1
+    outer_learning_rate: float = 1e-3
+    max_grad_norm: float | None = 3.0
+
+    def __post_init__(self):
+        positive_int(self.num_estimators, "num_estimators")
+        positive_float(self.outer_learning_rate, "outer_learning_rate")
+
+    @property
+    def schedule(self) -> TruncationSchedule:
+        """``truncation_schedule``, or the default when it is None."""
+        if self.truncation_schedule is None:
+            return ConstantTruncationSchedule(DEFAULT_TRUNCATION_LENGTH)
+        return self.truncation_schedule
+
+    def build(self, num_estimators: int | None = None) -> GradientLearner:
+        """A ``GradientLearner`` over ``num_estimators`` (default: the spec's) estimators."""
+        count = self.num_estimators if num_estimators is None else num_estimators
+        estimators = [self._estimator() for _ in range(positive_int(count, "num_estimators"))]
+        return GradientLearner(
+            self.learned_optimizer,
+            estimators,
+            optax.adam(self.outer_learning_rate),
+            self.max_grad_norm,
+        )
+
+    def _estimator(self) -> GradientEstimator:
+        truncated_step = VectorizedLOptTruncatedStep(
+            self.task_family,
+            self.learned_optimizer,
+            self.schedule,
+            self.num_tasks,
+            random_initial_iteration_offset=self.random_initial_iteration_offset,
+            meta_loss_split=self.meta_loss_split,
+        )
+        estimator = self.gradient_estimator(truncated_step)
+        if not isinstance(estimator, GradientEstimator):
+            raise TypeError(
+                f"gradient_estimator must build a GradientEstimator from a truncated step, "
+                f"got {type(estimator).__name__} from {self.gradient_estimator!r}."
+            )
+        return estimator
+
+    def recipe_args(self) -> dict[str, Any]:
+        """The fields a ``Recipe`` returns (all but ``num_estimators``)."""
+        return {name: getattr(self, name) for name in RECIPE_FIELDS}
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe, num_estimators: int = 1) -> LearnerSpec:
+        """The spec a recipe describes (fields it does not return keep their defaults)."""
+        args = recipe()
+        if not isinstance(args, dict):
+            raise TypeError(
+                f"A recipe must return a dict of LearnerSpec fields {RECIPE_FIELDS}, got "
+                f"{type(args).__name__} from {recipe!r}."
+            )
+        chosen = {name: value for name, value in args.items() if name in RECIPE_FIELDS}
+        return cls(**chosen, num_estimators=num_estimators)
+
+
+RECIPE_FIELDS = tuple(f.name for f in dataclasses.fields(LearnerSpec) if f.name != "num_estimators")
+
+
+def build_learner(
+    task_family: TaskFamily, learned_optimizer: LearnedOptimizer, **options: Any
+) -> GradientLearner:
+    """``LearnerSpec(task_family, learned_optimizer, **options).build()``."""
+    return LearnerSpec(task_family, learned_optimizer, **options).build()
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+    """How a run proceeds: ``num_steps`` outer steps, a checkpoint every
+    ``checkpoint_every``, validation every ``validate_every`` (0: never) on
+    ``validation_tasks`` held-out tasks trained ``validation_steps`` steps
+    (None: the truncation schedule's fixed length), keys from ``seed``."""
+
+    num_steps: int = 1000
+    checkpoint_every: int = 100
+    validate_every: int = 0
+    validation_tasks: int = 4
+    validation_steps: int | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        positive_int(self.num_steps, "num_steps")
+        positive_int(self.checkpoint_every, "checkpoint_every")
+        non_negative_int(self.validate_every, "validate_every")
+        positive_int(self.validation_tasks, "validation_tasks")
+        if self.validation_steps is not None:
+            positive_int(self.validation_steps, "validation_steps")
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerSettings:
+    """Where estimates are computed (docs/distributed.md).
+
+    ``workers=0``: every estimator in this process, fused with the update.
+    ``workers=N``: N gradient workers, in this process (a debugging aid) or,
+    with ``ray=True``, in Ray actors (a new local cluster, or the one at
+    ``ray_address``) with Ray actor options ``worker_options``, each building
+    its objects from ``recipe``. ``mode`` ``"sync"`` averages all workers'
+    estimates each step; ``"async"`` applies each as it arrives and drops those
+    more than ``max_staleness`` steps old.
+    """
+
+    workers: int = 0
+    mode: str = "sync"
+    max_staleness: int = 1
+    ray: bool = False
+    ray_address: str | None = None
+    worker_options: dict[str, Any] | None = None
+    recipe: Recipe | None = None
+
+    def __post_init__(self):
+        if self.ray and isinstance(self.workers, int) and self.workers == 0:
+            raise ValueError(
+                "workers must be an integer >= 1, got 0 (ray=True needs at least one worker)."
+            )
+        check_int(self.workers, "workers", minimum=1 if self.ray else 0)
+        one_of(self.mode, "worker_mode", WORKER_MODES)
+        non_negative_int(self.max_staleness, "max_staleness")
+        if not self.ray and (
+            self.recipe is not None
+            or self.ray_address is not None
+            or self.worker_options is not None
+        ):
+            raise ValueError(
+                "recipe, ray_address and worker_options are for Ray actors; pass ray=True too."
+            )
