@@ -188,7 +188,7 @@ def test_example_plugin_end_to_end(tmp_path, capsys):
 
         # Its task, configured from a .gin file, trains.
         gin_config.parse_config(source / "example.gin")  # the config docs/plugins.md shows
-        result = gin_config.train(key=jax.random.PRNGKey(0))
+        result = gin_config.configured("train")(key=jax.random.PRNGKey(0))
         assert float(result.test_loss[-1]) < 0.2 * float(result.test_loss[0])
         operative = gin_config.write_operative_config(tmp_path / "run").read_text()
         assert "ExampleLinearRegression.dim = 3" in operative

@@ -134,9 +134,12 @@ def test_rebuilt_registry_updates_the_configurables(make_plugin_dist):
 def test_core_entry_points_are_configurables():
     core = gin_config.core_configurables()
     assert {"train", "train_family", "meta_train"} <= set(core)
-    assert core["train"] is gin_config.train
+    assert core["train"] is gin_config.configured("train")
+    assert core["train"] is not lopt_core.train  # the wrapper, not the plain function
     parse_config(bindings=["train.num_steps = 7", "lopt.train_family.num_tasks = 3"])
     assert gin.query_parameter("train.num_steps") == 7
     assert gin.query_parameter("train_family.num_tasks") == 3
     # Registering the same function again is a no-op returning the same wrapper.
-    assert configurable_core(lopt_core.train, name="train") is gin_config.train
+    assert configurable_core(lopt_core.train, name="train") is gin_config.configured("train")
+    with pytest.raises(KeyError, match="Did you mean meta_train"):
+        gin_config.configured("meta_trian")

@@ -1,20 +1,6 @@
-"""The plugin registry: named factories of each kind, provided by installed plugins.
-
-A plugin is a module (or any object) with a ``@lopt_core.hookimpl`` function
-``lopt_register(registry)`` that calls ``registry.register(kind, name, factory)``.
-Plugins are found through the entry-point group ``lopt``; the built-in ones in
-``lopt_plugins`` are declared there too, so the core never imports them.
+"""The ``Registry``: named factories of each kind, filled by plugins through pluggy.
 
 ``get_registry()`` loads every plugin on first use and caches the result.
-A plugin that fails to import, or whose hook raises, is reported with a
-``PluginLoadWarning`` naming its distribution and entry point, and every other
-plugin still loads. Environment variables, named like pytest's:
-
-- ``LOPT_DISABLE_PLUGIN_AUTOLOAD=1``: load no entry points (plugins may still be
-  added with ``Registry.load_module``), except those named in ``LOPT_PLUGINS``;
-- ``LOPT_PLUGINS=name,...``: load only the entry points whose distribution name
-  or entry-point name is listed;
-- ``LOPT_STRICT_PLUGINS=1``: a failing or conflicting plugin is an error, not a warning.
 """
 
 from __future__ import annotations
@@ -23,11 +9,7 @@ import dataclasses
 import difflib
 import importlib
 import importlib.metadata
-import os
-import re
-import sys
 import threading
-import traceback
 import types
 import warnings
 from collections.abc import Callable, Sequence
@@ -36,182 +18,28 @@ from typing import Any
 import pluggy
 
 from lopt_core import hookspecs
-
-KINDS: tuple[str, ...] = (
-    "task",
-    "task_family",
-    "dataset",
-    "optimizer",
-    "learned_optimizer",
-    "gradient_estimator",
-    "truncation_schedule",
+from lopt_core.registry import messages
+from lopt_core.registry.messages import caller_module, error_location, outside_stacklevel
+from lopt_core.registry.records import (
+    ENTRY_POINT_GROUP,
+    ENV_DISABLE_AUTOLOAD,
+    ENV_PLUGINS,
+    ENV_STRICT,
+    KINDS,
+    Conflict,
+    Entry,
+    PluginConflictError,
+    PluginFailure,
+    PluginInfo,
+    PluginLoadError,
+    PluginLoadWarning,
+    RegistrationError,
+    UnknownEntryError,
+    UnknownKindError,
+    env_flag,
+    env_list,
+    normalize_dist,
 )
-
-ENTRY_POINT_GROUP = "lopt"
-
-ENV_DISABLE_AUTOLOAD = "LOPT_DISABLE_PLUGIN_AUTOLOAD"
-ENV_PLUGINS = "LOPT_PLUGINS"
-ENV_STRICT = "LOPT_STRICT_PLUGINS"
-
-# Registered names become gin configurables, so they must be gin identifiers.
-_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-
-
-class RegistryError(Exception):
-    """Base class of the registry's errors."""
-
-
-class RegistrationError(RegistryError, ValueError):
-    """A plugin called ``registry.register`` with a bad kind, name or factory."""
-
-
-class UnknownKindError(RegistryError, LookupError):
-    """A kind that is not one of ``KINDS``."""
-
-    def __str__(self) -> str:  # LookupError would otherwise quote the message like a KeyError
-        return str(self.args[0]) if self.args else ""
-
-
-class UnknownEntryError(RegistryError, LookupError):
-    """No factory of that kind is registered under that name."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
-
-
-class PluginConflictError(RegistryError):
-    """Two plugins registered the same kind and name."""
-
-
-class PluginLoadError(RegistryError):
-    """A plugin failed to import or its hook raised (chained to the original error)."""
-
-
-class PluginLoadWarning(UserWarning):
-    """A plugin failed to load; the others were loaded."""
-
-
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
-
-
-def _env_list(name: str) -> list[str] | None:
-    value = os.environ.get(name)
-    if value is None or not value.strip():
-        return None
-    return [item.strip() for item in value.split(",") if item.strip()]
-
-
-def _normalize_dist(name: str) -> str:
-    """PEP 503 normalization, so ``My_Plugin`` and ``my-plugin`` compare equal."""
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def _describe_factory(factory: Callable) -> str:
-    module = getattr(factory, "__module__", None) or "?"
-    qualname = getattr(factory, "__qualname__", None) or type(factory).__qualname__
-    return f"{module}:{qualname}"
-
-
-@dataclasses.dataclass(frozen=True)
-class PluginInfo:
-    """A loaded plugin: its pluggy name and where it came from."""
-
-    name: str
-    distribution: str | None = None
-    version: str | None = None
-    entry_point: str | None = None  # "name = module[:attr]" in group ``lopt``
-
-    def describe(self) -> str:
-        """``'name' (dist version, entry point 'ep')``, for messages."""
-        parts = []
-        if self.distribution:
-            parts.append(f"{self.distribution} {self.version or '?'}")
-        if self.entry_point:
-            parts.append(f"entry point '{self.entry_point}'")
-        return f"'{self.name}'" + (f" ({', '.join(parts)})" if parts else "")
-
-
-@dataclasses.dataclass(frozen=True)
-class Entry:
-    """One registered factory and the plugin it came from."""
-
-    kind: str
-    name: str
-    factory: Callable[..., Any]
-    plugin: PluginInfo
-
-    @property
-    def distribution(self) -> str | None:
-        """Name of the distribution (pip package) that provides the entry, if known."""
-        return self.plugin.distribution
-
-    @property
-    def version(self) -> str | None:
-        """Version of that distribution, if known."""
-        return self.plugin.version
-
-    def describe(self) -> str:
-        """``kind 'name' from plugin ...``, for messages."""
-        return f"{self.kind} '{self.name}' from plugin {self.plugin.describe()}"
-
-
-@dataclasses.dataclass(frozen=True)
-class PluginFailure:
-    """A plugin that could not be loaded, and why. ``error`` chains to the original exception."""
-
-    plugin: PluginInfo
-    stage: str  # "import", "register" or "select"
-    error: PluginLoadError
-
-    @property
-    def cause(self) -> BaseException | None:
-        """The original exception raised by the plugin (None for a selection problem)."""
-        return self.error.__cause__
-
-    @property
-    def message(self) -> str:
-        """The full, human-readable explanation."""
-        return str(self.error)
-
-
-@dataclasses.dataclass(frozen=True)
-class Conflict:
-    """Two or more plugins registered the same kind and name; the name is unusable until fixed."""
-
-    kind: str
-    name: str
-    entries: tuple[Entry, ...]
-
-    @property
-    def message(self) -> str:
-        """Names every plugin and distribution involved and says how to resolve it."""
-        who = "; ".join(
-            e.plugin.describe() + f" -> {_describe_factory(e.factory)}" for e in self.entries
-        )
-        dists = sorted({e.distribution or e.plugin.name for e in self.entries})
-        return (
-            f"{self.kind} '{self.name}' is registered by more than one plugin: {who}. "
-            f"Uninstall one of {', '.join(dists)}, or load only one of them with "
-            f"{ENV_PLUGINS}=<distribution or entry-point name>,..."
-        )
-
-
-def _outside_stacklevel() -> int:
-    """The ``stacklevel`` that points a warning at the first caller outside this module."""
-    frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_globals.get("__name__") == __name__:
-        frame, level = frame.f_back, level + 1
-    return level
-
-
-def _error_location(error: BaseException) -> str:
-    """' (at file:line)' of the innermost traceback frame, to find the bug quickly."""
-    frames = traceback.extract_tb(error.__traceback__)
-    if not frames:
-        return ""
-    frame = frames[-1]
-    return f" (at {frame.filename}:{frame.lineno})"
 
 
 class Registry:
@@ -254,9 +82,9 @@ class Registry:
         ``autoload``, ``allow`` and ``strict`` default to the environment
         (``LOPT_DISABLE_PLUGIN_AUTOLOAD``, ``LOPT_PLUGINS``, ``LOPT_STRICT_PLUGINS``).
         """
-        registry = cls(strict=_env_flag(ENV_STRICT) if strict is None else strict)
-        registry.autoload = not _env_flag(ENV_DISABLE_AUTOLOAD) if autoload is None else autoload
-        registry.allow = _env_list(ENV_PLUGINS) if allow is None else list(allow)
+        registry = cls(strict=env_flag(ENV_STRICT) if strict is None else strict)
+        registry.autoload = not env_flag(ENV_DISABLE_AUTOLOAD) if autoload is None else autoload
+        registry.allow = env_list(ENV_PLUGINS) if allow is None else list(allow)
         registry.load_entry_points(group)
         return registry
 
@@ -272,7 +100,7 @@ class Registry:
                 hits = {
                     a
                     for a in self.allow
-                    if a == ep.name or (dist and _normalize_dist(a) == _normalize_dist(dist))
+                    if a == ep.name or (dist and normalize_dist(a) == normalize_dist(dist))
                 }
                 if not hits:
                     continue
@@ -300,7 +128,7 @@ class Registry:
         try:
             plugin = ep.load()
         except Exception as e:
-            self._fail(info, "import", self._wrap(info, "failed to import", e), cause=e)
+            self._fail(info, "import", messages.plugin_error(info, "failed to import", e), cause=e)
             return
         self._register_plugin(plugin, info)
 
@@ -324,7 +152,7 @@ class Registry:
             except Exception as e:
                 raise PluginLoadError(
                     f"lopt plugin module {name!r} failed to import: {type(e).__name__}: {e}"
-                    f"{_error_location(e)}"
+                    f"{error_location(e)}"
                 ) from e
         if name is None:
             name = getattr(module, "__name__", None) or f"{type(module).__name__}@{id(module):x}"
@@ -339,14 +167,14 @@ class Registry:
         """pluggy-register ``plugin``, check its hooks, run its ``lopt_register`` and commit."""
         try:
             self.pm.register(plugin, name=info.name)
-            self._check_hooks(plugin)
+            messages.check_hooks(self.pm, plugin)
         except Exception as e:
             if self.pm.is_registered(plugin) and self.pm.get_name(plugin) == info.name:
                 self.pm.unregister(plugin)
             return self._fail(
                 info,
                 "register",
-                self._wrap(info, "is not a valid plugin", e),
+                messages.plugin_error(info, "is not a valid plugin", e),
                 cause=e,
                 raise_now=raise_on_failure,
             )
@@ -361,7 +189,7 @@ class Registry:
                 return self._fail(
                     info,
                     "register",
-                    self._wrap(info, "raised in lopt_register", e),
+                    messages.plugin_error(info, "raised in lopt_register", e),
                     cause=e,
                     raise_now=raise_on_failure,
                 )
@@ -372,30 +200,6 @@ class Registry:
                 self._commit(entry)
         return None
 
-    def _check_hooks(self, plugin: object) -> None:
-        """Catch the usual plugin bugs: a misspelt hook, or a forgotten ``@hookimpl``."""
-        for caller in self.pm.get_hookcallers(plugin) or []:
-            if not caller.has_spec():
-                close = difflib.get_close_matches(caller.name, ["lopt_register"], n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
-                raise RegistrationError(f"it implements unknown hook {caller.name!r}.{hint}")
-        if not self.pm.get_hookcallers(plugin):
-            if callable(getattr(plugin, "lopt_register", None)):
-                raise RegistrationError(
-                    "its lopt_register is not marked as a hook: "
-                    "decorate it with @lopt_core.hookimpl."
-                )
-            raise RegistrationError(
-                "it defines no hook implementation: add a function "
-                "`@lopt_core.hookimpl def lopt_register(registry): ...`."
-            )
-
-    @staticmethod
-    def _wrap(info: PluginInfo, what: str, error: Exception) -> str:
-        # Our own validation errors need no traceback location; a plugin's do.
-        where = "" if isinstance(error, RegistrationError) else _error_location(error)
-        return f"lopt plugin {info.describe()} {what}: {type(error).__name__}: {error}{where}."
-
     def _fail(
         self,
         info: PluginInfo,
@@ -405,23 +209,14 @@ class Registry:
         raise_now: bool = False,
     ) -> PluginFailure:
         """Record (and warn about) a failed plugin; raise instead when strict or asked to."""
-        if self.strict and not raise_now:
-            text += (
-                f" Strict mode ({ENV_STRICT} or --strict-plugins) makes this fatal: fix or "
-                f"uninstall the plugin, or load only the others with {ENV_PLUGINS}=..."
-            )
-        elif not raise_now and stage != "select":  # one entry point of many: how to debug it
-            text += (
-                f" The other plugins were loaded. Debug it with `{ENV_STRICT}=1 lopt plugins` "
-                f"(full traceback), or skip it with {ENV_PLUGINS}=<the plugins to load>."
-            )
+        text += messages.failure_advice(self.strict, raise_now, stage)
         error = PluginLoadError(text)
         error.__cause__ = cause
         if raise_now or self.strict:
             raise error from cause
         failure = PluginFailure(plugin=info, stage=stage, error=error)
         self._failures.append(failure)
-        warnings.warn(text, PluginLoadWarning, stacklevel=_outside_stacklevel())
+        warnings.warn(text, PluginLoadWarning, stacklevel=outside_stacklevel())
         return failure
 
     def _commit(self, entry: Entry) -> None:
@@ -439,7 +234,7 @@ class Registry:
         message = self._conflicts[key].message
         if self.strict:
             raise PluginConflictError(message)
-        warnings.warn(message, PluginLoadWarning, stacklevel=_outside_stacklevel())
+        warnings.warn(message, PluginLoadWarning, stacklevel=outside_stacklevel())
 
     # ------------------------------------------------------------ plugin side
 
@@ -450,26 +245,11 @@ class Registry:
         name that is not an identifier, a factory that is not callable, or a
         name the same plugin already registered.
         """
-        plugin = self._loading or PluginInfo(name=_caller_module())
+        plugin = self._loading or PluginInfo(name=caller_module())
         where = f"lopt plugin {plugin.describe()}"
-        if kind not in KINDS:
-            close = difflib.get_close_matches(str(kind), KINDS, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise RegistrationError(
-                f"{where} registered {name!r} under unknown kind {kind!r}.{hint} "
-                f"The kinds are: {', '.join(KINDS)}."
-            )
-        if not isinstance(name, str) or not _NAME_RE.match(name):
-            raise RegistrationError(
-                f"{where} registered the {kind} name {name!r}, which is not a Python identifier; "
-                "names become gin configurables, so use letters, digits and underscores only."
-            )
-        if not callable(factory):
-            raise RegistrationError(
-                f"{where} registered {kind} {name!r} with a factory that is not callable: "
-                f"{type(factory).__name__} {factory!r}. "
-                "Register the class or function that builds it."
-            )
+        problem = messages.registration_problem(where, kind, name, factory)
+        if problem:
+            raise RegistrationError(problem)
         entry = Entry(kind=kind, name=name, factory=factory, plugin=plugin)
         with self._lock:
             if self._staged is not None:
@@ -558,67 +338,17 @@ class Registry:
         return [e for k in names for e in by_name[k]][:n]
 
     def _unknown_message(self, kind: str, name: str) -> str:
-        lines = [f"No {kind} named {name!r} is registered."]
-        close = self.close_matches(name, kind)
-        if close:
-            lines.append("Close matches: " + ", ".join(_short(e) for e in close) + ".")
-        elsewhere = [e for e in self.entries() if e.name == name and e.kind != kind]
-        if elsewhere:
-            lines.append(
-                f"{name!r} is registered as: " + ", ".join(e.kind for e in elsewhere) + "."
-            )
-        registered = self.names(kind)
-        if registered and not close:
-            shown = ", ".join(registered[:20]) + (" ..." if len(registered) > 20 else "")
-            lines.append(f"Registered {kind} names: {shown}.")
-        lines.append(self.plugins_summary())
-        return "\n".join(lines)
+        return messages.unknown_entry(self, kind, name)
 
     def plugins_summary(self) -> str:
         """A few lines: the installed plugins by distribution, the failed ones, the conflicts."""
-        by_dist: dict[str, list[str]] = {}
-        for p in self._plugins:
-            dist = f"{p.distribution} {p.version or '?'}" if p.distribution else "loaded by hand"
-            by_dist.setdefault(dist, []).append(p.name)
-        loaded = "; ".join(f"{d} ({', '.join(names)})" for d, names in by_dist.items())
-        lines = [f"Installed lopt plugins: {loaded or 'none'}."]
-        if not self.autoload and self.allow is None:
-            lines.append(f"Entry points were not loaded: {ENV_DISABLE_AUTOLOAD} is set.")
-        elif self.allow is not None:
-            lines.append(f"Only {ENV_PLUGINS}={','.join(self.allow)} were loaded.")
-        if self._failures:
-            failed = "; ".join(
-                f"{f.plugin.describe()}: {type(f.cause).__name__ if f.cause else 'error'}"
-                for f in self._failures
-            )
-            lines.append(f"Plugins that failed to load (the name may come from one): {failed}.")
-        if self._conflicts:
-            conflicts = "; ".join(
-                f"{c.kind} '{c.name}' ("
-                + ", ".join(e.distribution or e.plugin.name for e in c.entries)
-                + ")"
-                for c in self._conflicts.values()
-            )
-            lines.append(f"Unusable, registered by several plugins: {conflicts}.")
-        lines.append("Run `lopt plugins` for the full list.")
-        return "\n".join(lines)
+        return messages.plugins_summary(self)
 
     def __repr__(self) -> str:
         return (
             f"<Registry {len(self._entries)} entries from {len(self._plugins)} plugins, "
             f"{len(self._failures)} failed, {len(self._conflicts)} conflicts>"
         )
-
-
-def _short(entry: Entry) -> str:
-    source = f", {entry.distribution}" if entry.distribution else ""
-    return f"{entry.name} ({entry.kind}{source})"
-
-
-def _caller_module() -> str:
-    """The module that called ``Registry.register`` by hand, to name it in messages."""
-    frame = sys._getframe(2)
-    return frame.f_globals.get("__name__", "<unknown>")
 
 
 _REGISTRY: Registry | None = None
@@ -637,7 +367,7 @@ def get_registry(*, strict: bool | None = None) -> Registry:
         if _REGISTRY is None:
             _REGISTRY = Registry.from_entry_points(strict=strict)
         registry = _REGISTRY
-    if strict or (strict is None and _env_flag(ENV_STRICT)):
+    if strict or (strict is None and env_flag(ENV_STRICT)):
         registry.raise_for_failures()
     return registry
 
