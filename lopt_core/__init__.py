@@ -1,4 +1,8 @@
-"""lopt_core: the protocols and engines of lopt, a plugin-based learned-optimizer library."""
+"""lopt_core: the protocols and engines of lopt, a plugin-based learned-optimizer library.
+
+The names here are the ones the docs use. Meta-training (``meta_train``,
+``lopt_core.outer``) is imported on first use, so ``import lopt_core`` stays light.
+"""
 
 from lopt_core.datasets import (
     SPLITS,
@@ -9,6 +13,7 @@ from lopt_core.datasets import (
     stack_task_batches,
 )
 from lopt_core.hookspecs import hookimpl
+from lopt_core.learned import LearnedOptimizer, MetaParams, to_optax
 from lopt_core.optimizers import (
     SGD,
     SGDM,
@@ -32,13 +37,18 @@ from lopt_core.registry import (
     get_registry,
     reset_registry,
 )
+from lopt_core.static_graph import StaticGraphError, sample_cfgs
 from lopt_core.tasks import Task, TaskFamily, single_task_to_family
-from lopt_core.training import StaticGraphError, TrainResult, sample_cfgs, train, train_family
+from lopt_core.training import TrainResult, train, train_family
 
 __version__ = "0.1.0"
 
 __all__ = [
     "KINDS",
+    "LearnedOptimizer",
+    "MetaParams",
+    "meta_train",
+    "to_optax",
     "PluginConflictError",
     "PluginLoadError",
     "PluginLoadWarning",
@@ -74,3 +84,12 @@ __all__ = [
     "train",
     "train_family",
 ]
+
+
+def __getattr__(name: str):
+    # Meta-training pulls in the whole outer engine: imported when first asked for.
+    if name == "meta_train":
+        from lopt_core.outer import meta_train
+
+        return meta_train
+    raise AttributeError(f"module 'lopt_core' has no attribute {name!r}")

@@ -11,11 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 import jax
-import jax.numpy as jnp
-import numpy as np
-from flax import struct
 
-from lopt_core.datasets import Datasets, stack_batches, stack_task_batches
+from lopt_core.datasets import stack_batches, stack_task_batches
 from lopt_core.jit import (  # noqa: F401  (BackendJit, compiler_options: old import path)
     CPU_BACKEND_OPT_LEVEL_ENV,
     BackendJit,
@@ -33,160 +30,15 @@ from lopt_core.static_graph import (  # noqa: F401  (StaticGraphError, sample_cf
     sample_cfgs,
 )
 from lopt_core.tasks import Task, TaskFamily
-
-EVAL_SPLITS: tuple[str, ...] = ("inner_valid", "test")
-
-
-@struct.dataclass
-class TrainResult:
-    """What a training run leaves. Under ``train_family`` every field has a leading task axis.
-
-    ``train_loss[i]`` is the loss of the batch at step ``i`` before its update;
-    ``inner_valid_loss[j]`` and ``test_loss[j]`` are mean losses over the
-    evaluation batches after ``eval_steps[j]`` steps (0 is the initialization).
-    ``inner_valid_aux``/``test_aux`` hold the task's extras (e.g. accuracy) likewise.
-    """
-
-    params: Any
-    model_state: Any
-    opt_state: Any
-    train_loss: jax.Array
-    eval_steps: jax.Array
-    inner_valid_loss: jax.Array
-    test_loss: jax.Array
-    inner_valid_aux: dict = struct.field(default_factory=dict)
-    test_aux: dict = struct.field(default_factory=dict)
-
-
-def _eval_schedule(num_steps: int, eval_every: int | None) -> tuple[int, int]:
-    """(eval_every, number of evaluations including the one at step 0), validated."""
-    if not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
-        raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}.")
-    if eval_every is None:
-        eval_every = int(num_steps)
-    if not isinstance(eval_every, (int, np.integer)) or eval_every < 1:
-        raise ValueError(f"eval_every must be a positive integer or None, got {eval_every!r}.")
-    if num_steps % eval_every:
-        raise ValueError(
-            f"num_steps ({num_steps}) must be a multiple of eval_every ({eval_every}) so that "
-            "evaluation falls on fixed steps; pick e.g. "
-            f"eval_every={_largest_divisor_at_most(num_steps, eval_every)}."
-        )
-    return int(eval_every), int(num_steps) // int(eval_every) + 1
-
-
-def _largest_divisor_at_most(n: int, k: int) -> int:
-    return max(d for d in range(1, k + 1) if n % d == 0)
-
-
-def _chunk(tree: Any, num_chunks: int) -> Any:
-    """Reshape leading axis ``n`` into ``[num_chunks, n // num_chunks]``."""
-    return jax.tree_util.tree_map(
-        lambda x: x.reshape((num_chunks, x.shape[0] // num_chunks) + x.shape[1:]), tree
-    )
-
-
-def _mean_loss_and_aux(task: Task, params, model_state, key, batches, data_free: bool):
-    """Mean loss and extras over stacked evaluation batches (model state left unchanged)."""
-
-    def one(batch):
-        loss, _, aux = task.loss_with_state_and_aux(params, model_state, key, batch)
-        return loss, aux
-
-    if data_free:
-        return one(None)
-    losses, aux = jax.vmap(one)(batches)
-    return jnp.mean(losses), jax.tree_util.tree_map(jnp.mean, aux)
-
-
-def _train_loop(
-    task: Task,
-    optimizer: Optimizer,
-    key: jax.Array,
-    train_batches: Any,
-    eval_batches: dict[str, Any],
-    num_steps: int,
-    eval_every: int,
-    data_free: bool,
-    eval_task: Task | None = None,
-) -> TrainResult:
-    """The pure training loop: scan over chunks of ``eval_every`` steps, evaluating after each.
-
-    ``eval_batches`` maps each split to evaluate to its batches; ``eval_task``
-    (default: ``task``) computes the evaluation losses.
-    """
-    eval_task = task if eval_task is None else eval_task
-    num_chunks = num_steps // eval_every
-    init_key, opt_key, loop_key, eval_key = jax.random.split(key, 4)
-    params, model_state = task.init_with_state(init_key)
-    opt_state = optimizer.init(params, model_state, num_steps=num_steps, key=opt_key)
-
-    def evaluate(opt_state, batches):
-        params, model_state = optimizer.get_params(opt_state), optimizer.get_state(opt_state)
-        return {
-            split: _mean_loss_and_aux(
-                eval_task, params, model_state, eval_key, split_batches, data_free
-            )
-            for split, split_batches in batches.items()
-        }
-
-    def step(opt_state, xs):
-        step_key, batch = xs
-        loss_key, update_key = jax.random.split(step_key)
-        model_state = optimizer.get_state(opt_state)
-
-        def loss_fn(params):
-            loss, new_state, _ = task.loss_with_state_and_aux(params, model_state, loss_key, batch)
-            return loss, new_state
-
-        (loss, new_state), grad = jax.value_and_grad(loss_fn, has_aux=True)(
-            optimizer.get_params(opt_state)
-        )
-        opt_state = optimizer.update(
-            opt_state, grad, loss=loss, model_state=new_state, key=update_key
-        )
-        return opt_state, loss
-
-    def chunk(opt_state, xs):
-        step_keys, batches, eval_batch = xs
-        opt_state, losses = jax.lax.scan(step, opt_state, (step_keys, batches))
-        return opt_state, (losses, evaluate(opt_state, eval_batch))
-
-    first_eval = evaluate(opt_state, jax.tree_util.tree_map(lambda x: x[0], eval_batches))
-    later_eval_batches = jax.tree_util.tree_map(lambda x: x[1:], eval_batches)
-    step_keys = _chunk(jax.random.split(loop_key, num_steps), num_chunks)
-    opt_state, (losses, evals) = jax.lax.scan(
-        chunk, opt_state, (step_keys, _chunk(train_batches, num_chunks), later_eval_batches)
-    )
-    evals = jax.tree_util.tree_map(
-        lambda first, rest: jnp.concatenate([first[None], rest]), first_eval, evals
-    )
-    return TrainResult(
-        params=optimizer.get_params(opt_state),
-        model_state=optimizer.get_state(opt_state),
-        opt_state=opt_state,
-        train_loss=losses.reshape(num_steps),
-        eval_steps=jnp.arange(num_chunks + 1, dtype=jnp.int32) * eval_every,
-        inner_valid_loss=evals.get("inner_valid", (None, {}))[0],
-        test_loss=evals.get("test", (None, {}))[0],
-        inner_valid_aux=evals.get("inner_valid", (None, {}))[1],
-        test_aux=evals.get("test", (None, {}))[1],
-    )
-
-
-def _stack_eval_batches(
-    datasets: Datasets, num_evals: int, num_batches: int, tasks: int | None, splits: tuple
-):
-    out = {}
-    for split in splits:
-        iterator = datasets.split(split)
-        if tasks is None:
-            stacked = stack_batches(iterator, num_evals * num_batches)
-            out[split] = _chunk(stacked, num_evals)
-        else:
-            stacked = stack_task_batches(iterator, tasks, num_evals * num_batches)
-            out[split] = jax.vmap(lambda t: _chunk(t, num_evals))(stacked)
-    return out
+from lopt_core.train_loop import (
+    EVAL_SPLITS,
+    TrainResult,
+    dummy_eval_batches,
+    eval_schedule,
+    stack_eval_batches,
+    train_loop,
+)
+from lopt_core.validation import positive_int
 
 
 def _check_eval_splits(eval_splits: Any) -> tuple[str, ...]:
@@ -203,8 +55,7 @@ def _check_eval_splits(eval_splits: Any) -> tuple[str, ...]:
 
 
 def _check_num_eval_batches(num_eval_batches: int) -> None:
-    if not isinstance(num_eval_batches, (int, np.integer)) or num_eval_batches < 1:
-        raise ValueError(f"num_eval_batches must be a positive integer, got {num_eval_batches!r}.")
+    positive_int(num_eval_batches, "num_eval_batches")
 
 
 def _check_optimizer(optimizer: Any, theta: Any) -> None:
@@ -235,16 +86,6 @@ def _resolve_optimizer(optimizer: Any, theta: Any) -> Optimizer:
 _LOOP_STATICS = ("optimizer", "num_steps", "eval_every", "data_free")
 
 
-def _dummy_eval_batches(eval_batches: Any, splits: tuple, shape: tuple) -> Any:
-    """Data-free tasks: the placeholder evaluation inputs, made inside the trace.
-
-    (Built here rather than passed in, so that a call transfers nothing from the host.)
-    """
-    if eval_batches is not None:
-        return eval_batches
-    return {split: jnp.zeros(shape, jnp.float32) for split in splits}
-
-
 @backend_jit(static_argnames=("task", "eval_task", "eval_splits", *_LOOP_STATICS))
 def _train_jit(
     task,
@@ -260,8 +101,8 @@ def _train_jit(
     eval_splits=(),
 ):
     num_evals = num_steps // eval_every + 1
-    eval_batches = _dummy_eval_batches(eval_batches, eval_splits, (num_evals,))
-    return _train_loop(
+    eval_batches = dummy_eval_batches(eval_batches, eval_splits, (num_evals,))
+    return train_loop(
         unwrap_static(task),
         _resolve_optimizer(optimizer, theta),
         key,
@@ -304,13 +145,13 @@ def train(
     _check_optimizer(optimizer, theta)
     _check_num_eval_batches(num_eval_batches)
     eval_splits = _check_eval_splits(eval_splits)
-    eval_every, num_evals = _eval_schedule(num_steps, eval_every)
+    eval_every, num_evals = eval_schedule(num_steps, eval_every)
     datasets = task.datasets
     if datasets is None:
         train_batches = eval_batches = None  # placeholders are made inside the jit
     else:
         train_batches = stack_batches(datasets.train, num_steps)
-        eval_batches = _stack_eval_batches(datasets, num_evals, num_eval_batches, None, eval_splits)
+        eval_batches = stack_eval_batches(datasets, num_evals, num_eval_batches, None, eval_splits)
     with explain_tracer_errors(f"Task {task.name}"):
         return _train_jit(
             static_arg(task),
@@ -330,7 +171,7 @@ def train(
 def _train_family_loop(family, optimizer, cfgs, keys, train_batches, eval_batches, **static):
     def one(cfg, key, batches, evals):
         task, eval_task = family.task_fn(cfg), family.eval_task_fn(cfg)
-        return _train_loop(task, optimizer, key, batches, evals, eval_task=eval_task, **static)
+        return train_loop(task, optimizer, key, batches, evals, eval_task=eval_task, **static)
 
     in_axes = (0, 0, None if train_batches is None else 0, 0)
     return jax.vmap(one, in_axes=in_axes)(cfgs, keys, train_batches, eval_batches)
@@ -357,7 +198,7 @@ def _train_family_jit(
     cfgs = sample_cfgs(family, cfg_key, num_tasks)
     keys = jax.random.split(run_key, num_tasks)
     num_evals = num_steps // eval_every + 1
-    eval_batches = _dummy_eval_batches(eval_batches, eval_splits, (num_tasks, num_evals))
+    eval_batches = dummy_eval_batches(eval_batches, eval_splits, (num_tasks, num_evals))
     cfgs, keys, train_batches, eval_batches = constrain(
         (cfgs, keys, train_batches, eval_batches), mesh
     )
@@ -402,18 +243,17 @@ def train_family(
     _check_optimizer(optimizer, theta)
     _check_num_eval_batches(num_eval_batches)
     eval_splits = _check_eval_splits(eval_splits)
-    if not isinstance(num_tasks, (int, np.integer)) or num_tasks < 1:
-        raise ValueError(f"num_tasks must be a positive integer, got {num_tasks!r}.")
+    positive_int(num_tasks, "num_tasks")
     if not isinstance(family, TaskFamily):
         raise TypeError(f"expected a TaskFamily, got {type(family).__name__}: {family!r}.")
-    eval_every, num_evals = _eval_schedule(num_steps, eval_every)
+    eval_every, num_evals = eval_schedule(num_steps, eval_every)
     mesh = resolve_mesh(mesh, int(num_tasks))
     datasets = family.datasets
     if datasets is None:
         train_batches = eval_batches = None  # placeholders are made inside the jit
     else:
         train_batches = stack_task_batches(datasets.train, num_tasks, num_steps)
-        eval_batches = _stack_eval_batches(
+        eval_batches = stack_eval_batches(
             datasets, num_evals, num_eval_batches, num_tasks, eval_splits
         )
         # Each device receives only its tasks' data.
