@@ -73,7 +73,7 @@ def measure(workers: int, mode: str, steps: int, warmup: int, ray: bool) -> dict
     # The recipe by its importable name (not __main__'s), so the actors can unpickle it.
     from ray_workers import pes_mlp_recipe
 
-    from lopt_core.outer import meta_train
+    from lopt_core import meta_train
 
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"

@@ -89,7 +89,7 @@ __all__ = [
 def __getattr__(name: str):
     # Meta-training pulls in the whole outer engine: imported when first asked for.
     if name == "meta_train":
-        from lopt_core.outer import meta_train
+        from lopt_core.outer.run import meta_train
 
         return meta_train
     raise AttributeError(f"module 'lopt_core' has no attribute {name!r}")

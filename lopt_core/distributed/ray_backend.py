@@ -18,6 +18,7 @@ import math
 import os
 import sys
 import threading
+import time
 import uuid
 import warnings
 from collections.abc import Callable, Sequence
@@ -37,6 +38,10 @@ from lopt_core.outer.workers import (
 )
 
 DEFAULT_WORKER_OPTIONS: dict[str, Any] = {"num_cpus": 1, "max_restarts": 3}
+# How long a lost worker may take to come back (a restart starts a Python process and
+# imports jax: seconds on an idle machine, a minute or more on a loaded one).
+RESTART_WAIT_S = 300.0
+RESTART_POLL_S = 0.5
 
 
 def require_ray():
@@ -155,7 +160,24 @@ class RayWorkers(WorkerPool):
         try:
             return self._ray.get(future)
         except self._ray.exceptions.RayActorError as e:  # died, or restarting
+            if worker >= 0:
+                self._await_restart(worker)
             raise WorkerLost(worker, e) from e
+
+    def _await_restart(self, worker: int) -> None:
+        # A restarting actor refuses calls at once ("temporarily unavailable"): resending
+        # the job right away would fail again in milliseconds and count as more losses.
+        # Wait until it answers (or is dead for good, or RESTART_WAIT_S passes).
+        exceptions = self._ray.exceptions
+        deadline = time.monotonic() + RESTART_WAIT_S
+        while time.monotonic() < deadline:
+            try:
+                self._ray.get(self.actors[worker].pid.remote(), timeout=RESTART_POLL_S)
+                return
+            except exceptions.ActorDiedError:
+                return  # no restarts left: the next job fails and is counted
+            except (exceptions.RayActorError, exceptions.GetTimeoutError):
+                time.sleep(RESTART_POLL_S)
 
     def close(self) -> None:
         for actor in self.actors:

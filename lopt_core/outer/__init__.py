@@ -1,11 +1,11 @@
-"""Meta-training: truncation schedules, the vectorized truncated step, gradient estimators,
-the learner, workers and executors, and the run (``meta_train``)."""
+"""Meta-training's engine: truncation schedules, the vectorized truncated step, gradient
+estimators, the learner, workers, executors, the run's settings and its run loop.
 
-# The old module path `lopt_core.outer.meta_train` is loaded first, so that the name
-# `lopt_core.outer.meta_train` below is the function, and stays the function when
-# someone later imports the old path (Python sets a package attribute only when it
-# first loads a submodule).
-from lopt_core.outer import meta_train as _old_meta_train_path  # noqa: F401
+The entry point, ``meta_train``, is ``lopt_core.meta_train`` (``lopt_core.outer.run``;
+``lopt_core.outer.meta_train`` is its old module path). It is not imported here:
+``lopt_core.distributed`` builds on this package, and the entry point on both.
+"""
+
 from lopt_core.outer.executors import MODES, Executor, LocalExecutor, PoolExecutor
 from lopt_core.outer.gradient_estimators import (
     EmptyWorkerState,
@@ -18,7 +18,6 @@ from lopt_core.outer.gradient_estimators import (
     sample_perturbations,
 )
 from lopt_core.outer.learner import GradientLearner, LearnerState
-from lopt_core.outer.run import meta_train, run_meta_training
 from lopt_core.outer.run_loop import MetaTrainResult, RunLoop
 from lopt_core.outer.settings import LearnerSpec, RunSettings, WorkerSettings, build_learner
 from lopt_core.outer.truncated_step import InnerState, UnrollOutput, VectorizedLOptTruncatedStep
@@ -72,7 +71,5 @@ __all__ = [
     "WorkerSettings",
     "WorkersFailed",
     "build_learner",
-    "meta_train",
-    "run_meta_training",
     "sample_perturbations",
 ]

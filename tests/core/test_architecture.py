@@ -1,7 +1,10 @@
 """The layering rules of docs/architecture.md, checked on the source of every module.
 
 Every import counts, also one inside a function; only imports under
-``if TYPE_CHECKING:`` (annotations, never run) are exempt.
+``if TYPE_CHECKING:`` (annotations, never run) are exempt. Importing
+``lopt_core.a.b`` also runs the package ``lopt_core.a``'s ``__init__`` (a facade),
+so it counts as importing that facade too: a facade that re-exports from above
+its package would make every importer of the package import upwards.
 """
 
 from __future__ import annotations
@@ -20,11 +23,12 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("cli", ("lopt_core.cli", "lopt_core.commands")),
     ("reports", ("lopt_core.run_report",)),
     ("gin", ("lopt_core.gin_config", "lopt_core.gin_errors")),
-    ("entry points", ("lopt_core.outer.run", "lopt_core.outer.meta_train", "lopt_core.outer")),
+    ("entry points", ("lopt_core.outer.run", "lopt_core.outer.meta_train")),
     ("distributed", ("lopt_core.distributed",)),
     (
         "outer engine",
         (
+            "lopt_core.outer",
             "lopt_core.outer.run_loop",
             "lopt_core.outer.run_dir",
             "lopt_core.outer.settings",
@@ -61,7 +65,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         ),
     ),
 ]
-# The package itself: a facade of the protocols that loads meta_train lazily.
+# The root package: the public face, imported first by everything; it loads the
+# protocols and, lazily on first use (lopt_core.meta_train), the entry point.
 FACADE = "lopt_core"
 FACADE_LAYER = "entry points"
 ENGINE_LAYERS = {name for name, _ in LAYERS} - {"cli", "reports", "gin"}
@@ -131,6 +136,12 @@ def imports_of(source: str, module: str, known: set[str]) -> list[tuple[int, str
     return out
 
 
+def _parent_packages(module: str, known: set[str]) -> list[str]:
+    """The subpackages (not the root) whose ``__init__`` runs when ``module`` is imported."""
+    parts = module.split(".")
+    return [p for i in range(2, len(parts)) if (p := ".".join(parts[:i])) in known]
+
+
 def _is_package(module: str, known: set[str]) -> bool:
     return any(other.startswith(module + ".") for other in known)
 
@@ -161,6 +172,14 @@ def violations(modules: dict[str, str]) -> list[str]:
                 problems.append(f"{where} imports {target} upwards (layer {here!r} -> {there!r})")
             if target != module:
                 graph[module].add(target)
+            for facade in _parent_packages(target, known):
+                if not module.startswith(facade + ".") and module != facade:
+                    graph[module].add(facade)
+                    if rank(layer_of(facade)) < rank(here):
+                        problems.append(
+                            f"{where} imports {target}, so its package {facade} upwards "
+                            f"(layer {here!r} -> {layer_of(facade)!r})"
+                        )
     problems += [f"import cycle: {' -> '.join(c)}" for c in cycles(graph)]
     return problems
 
@@ -225,6 +244,13 @@ def test_the_checker_catches_what_it_forbids():
     assert "lopt_core never imports lopt_plugins" in found
     assert "engines import neither gin" in found
     assert "import cycle: lopt_core.keys -> lopt_core.validation" in found
+    # A package facade re-exporting the entry point: every importer of lopt_core.outer.*
+    # (the Ray backend) would reach the entry point, which imports the Ray backend.
+    facade = dict(sources)
+    facade["lopt_core.outer"] += "\nfrom lopt_core.outer.run import meta_train\n"
+    found = "\n".join(violations(facade))
+    assert "lopt_core.outer:" in found and "upwards" in found
+    assert "import cycle:" in found and "lopt_core.distributed" in found
     private = dict(sources)
     private["lopt_core.outer.run"] += (
         "\nfrom lopt_core.outer.run_loop import _default_validation_steps\n"
