@@ -151,26 +151,17 @@ def single_task_training_curves(
     key: jax.Array,
     num_steps: int,
     num_seeds: int = 5,
-    eval_every: int | None = None,
-    num_eval_batches: int = 1,
-    eval_splits: Sequence[str] = EVAL_SPLITS,
-    theta: Any = None,
-    name: str | None = None,
+    **options: Any,
 ) -> TrainingCurves:
-    """Train ``task`` from ``num_seeds`` seeds (vmapped; own init and data each): its curves."""
+    """Train ``task`` from ``num_seeds`` seeds (vmapped; own init and data each): its curves.
+
+    The one-task case of ``multi_task_training_curves`` (over the family of the
+    task's seeds), which takes ``options`` (``eval_every``, ``theta``, ``name``...).
+    """
     if not isinstance(task, Task):
         raise TypeError(f"expected a Task, got {type(task).__name__}: {task!r}.")
     return multi_task_training_curves(
-        _seed_family(task),
-        optimizer,
-        key,
-        num_seeds,
-        num_steps,
-        eval_every,
-        num_eval_batches,
-        eval_splits,
-        theta,
-        name,
+        _seed_family(task), optimizer, key, num_seeds, num_steps, **options
     )
 
 

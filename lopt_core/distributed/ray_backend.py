@@ -215,7 +215,7 @@ class _LearnerActor:
         try:
             key = jax.random.PRNGKey(run.seed)
             self.executor = PoolExecutor(
-                learner, pool, key, num_estimators, placement.mode, placement.max_staleness
+                learner, pool, key, num_estimators, placement.worker_mode, placement.max_staleness
             )
             self.run_ = RunLoop(self.executor, Path(output_dir), run)
             self.state = self.run_.start(Path(latest) if latest else None)

@@ -27,6 +27,7 @@ from lopt_core.outer.settings import (
     Recipe,
     RunSettings,
     WorkerSettings,
+    fields_of,
 )
 from lopt_core.outer.truncation_schedules import TruncationSchedule
 from lopt_core.outer.workers import GradientWorker, InProcessWorkers
@@ -96,34 +97,10 @@ def meta_train(
     The parameters are grouped and checked by ``LearnerSpec``, ``RunSettings``
     and ``WorkerSettings``; ``run_meta_training`` takes those objects directly.
     """
-    run = RunSettings(
-        num_steps=num_steps,
-        checkpoint_every=checkpoint_every,
-        validate_every=validate_every,
-        validation_tasks=validation_tasks,
-        validation_steps=validation_steps,
-        seed=seed,
-    )
-    placement = WorkerSettings(
-        workers=workers,
-        mode=worker_mode,
-        max_staleness=max_staleness,
-        ray=ray,
-        ray_address=ray_address,
-        worker_options=worker_options,
-        recipe=recipe,
-    )
-    spec = LearnerSpec(
-        task_family=task_family,
-        learned_optimizer=learned_optimizer,
-        gradient_estimator=gradient_estimator,
-        truncation_schedule=truncation_schedule,
-        num_tasks=num_tasks,
-        random_initial_iteration_offset=random_initial_iteration_offset,
-        meta_loss_split=meta_loss_split,
-        num_estimators=num_estimators,
-        outer_learning_rate=outer_learning_rate,
-        max_grad_norm=max_grad_norm,
+    # Every parameter above belongs to exactly one of the three settings objects.
+    args = locals()
+    spec, run, placement = (
+        fields_of(cls, args) for cls in (LearnerSpec, RunSettings, WorkerSettings)
     )
     return run_meta_training(
         output_dir, spec, run, placement, resume=resume, progress=progress, on_start=on_start
@@ -188,7 +165,7 @@ def run_meta_training(
             pool,
             base_key,
             spec.num_estimators,
-            placement.mode,
+            placement.worker_mode,
             placement.max_staleness,
         )
     try:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import optax
 
@@ -34,6 +34,7 @@ Recipe = Callable[[], dict[str, Any]]
 
 DEFAULT_TRUNCATION_LENGTH = 200
 WORKER_MODES = ("sync", "async")
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -156,13 +157,13 @@ class WorkerSettings:
     ``workers=N``: N gradient workers, in this process (a debugging aid) or,
     with ``ray=True``, in Ray actors (a new local cluster, or the one at
     ``ray_address``) with Ray actor options ``worker_options``, each building
-    its objects from ``recipe``. ``mode`` ``"sync"`` averages all workers'
+    its objects from ``recipe``. ``worker_mode`` ``"sync"`` averages all workers'
     estimates each step; ``"async"`` applies each as it arrives and drops those
     more than ``max_staleness`` steps old.
     """
 
     workers: int = 0
-    mode: str = "sync"
+    worker_mode: str = "sync"
     max_staleness: int = 1
     ray: bool = False
     ray_address: str | None = None
@@ -175,7 +176,7 @@ class WorkerSettings:
                 "workers must be an integer >= 1, got 0 (ray=True needs at least one worker)."
             )
         check_int(self.workers, "workers", minimum=1 if self.ray else 0)
-        one_of(self.mode, "worker_mode", WORKER_MODES)
+        one_of(self.worker_mode, "worker_mode", WORKER_MODES)
         non_negative_int(self.max_staleness, "max_staleness")
         if not self.ray and (
             self.recipe is not None
@@ -185,3 +186,8 @@ class WorkerSettings:
             raise ValueError(
                 "recipe, ray_address and worker_options are for Ray actors; pass ray=True too."
             )
+
+
+def fields_of(cls: type[T], values: dict[str, Any]) -> T:
+    """``cls`` (a settings dataclass) built from the entries of ``values`` named like its fields."""
+    return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
