@@ -4,6 +4,10 @@ The data for every step is drawn on the host first and stacked, so a whole
 run is a single compiled call with no host round-trips. Compiled functions
 are cached on (task or family, optimizer, shapes): training the same task
 again does not recompile.
+
+Both entry points run the same pure loop, ``lopt_core.train_loop.train_loop``:
+``train`` jits it for one task, ``train_family`` vmaps it over the tasks sampled
+from a family (``lopt_core.evaluation`` trains one task's seeds through the latter).
 """
 
 from __future__ import annotations
