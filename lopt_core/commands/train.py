@@ -105,7 +105,30 @@ def run(args: argparse.Namespace) -> int:
         on_start=write_operative_config,
         **options,
     )
+    return report(result, output_dir)
+
+
+EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}  # the shell's 128 + signal number
+
+
+def report(result, output_dir: Path) -> int:
+    """Print the run's one-line summary (and what went wrong); return the exit status."""
     last = result.last_metrics
-    summary = f"meta-loss {last['meta_loss']:.4g} at step {last['step']}" if last else "no steps"
+    if last:
+        skipped = int(last.get("nonfinite_skipped", 0) or 0)
+        summary = f"meta-loss {last['meta_loss']:.4g} at step {last['step']}"
+        summary += f", {skipped} updates skipped (non-finite)" if skipped else ""
+    else:
+        summary = "no steps"
     print(f"{summary}; run saved in {output_dir}", file=sys.stderr)
-    return 130 if result.interrupted else 0
+    if result.stuck:
+        print(
+            "lopt: error: no outer step could update theta (every meta-loss or meta-gradient "
+            "was non-finite): the learned optimizer did not learn. Check the task's loss and "
+            "normalizer and the learned optimizer's initial step size.",
+            file=sys.stderr,
+        )
+        return 1
+    if result.stopped_by is not None:
+        return EXIT_CODES.get(result.stopped_by, 130)
+    return 0

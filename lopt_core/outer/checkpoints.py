@@ -13,11 +13,18 @@ import numpy as np
 from flax import serialization
 
 
-def save_checkpoint(path: str | os.PathLike, state: Any, metadata: dict[str, Any]) -> Path:
+def save_checkpoint(
+    path: str | os.PathLike,
+    state: Any,
+    metadata: dict[str, Any],
+    previous: str | os.PathLike | None = None,
+) -> Path:
     """Write ``state`` (a pytree) and ``metadata`` (JSON-able) to ``path`` atomically.
 
     The bytes go to a temporary file in the same folder, which is then renamed
-    over ``path``: a crash mid-write leaves the previous checkpoint intact.
+    over ``path``: a crash mid-write leaves the previous checkpoint intact. With
+    ``previous``, the checkpoint that was at ``path`` is kept there (one more
+    good copy, for when the newest is damaged later).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -32,6 +39,8 @@ def save_checkpoint(path: str | os.PathLike, state: Any, metadata: dict[str, Any
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the run from its other users
+        if previous is not None and path.is_file():
+            os.replace(path, previous)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -43,11 +52,16 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be read, or does not fit this run's configuration."""
 
 
+class UnreadableCheckpointError(CheckpointError):
+    """A checkpoint file that is torn (cut short, corrupt) or not a lopt checkpoint."""
+
+
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
     """The raw state dict and the header of the checkpoint at ``path``: the one reader.
 
     Raises ``FileNotFoundError`` when there is no file, ``CheckpointError``
-    (naming the file) when it is torn or not a lopt checkpoint.
+    (an ``UnreadableCheckpointError``, naming the file) when it is torn or not a
+    lopt checkpoint.
     """
     path = Path(path)
     if not path.is_file():
@@ -57,7 +71,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
         header = json.loads(raw["metadata"])
         state = raw["state"]
     except Exception as e:  # msgpack and json raise many kinds on a torn file
-        raise CheckpointError(
+        raise UnreadableCheckpointError(
             f"The checkpoint {path} is unreadable (truncated or corrupt: {type(e).__name__}: {e})."
         ) from e
     return state, header

@@ -11,9 +11,9 @@ and the executors fast-forward the data past the batches already consumed.
 
 from __future__ import annotations
 
-import json
 import math
-import time
+import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,18 +24,27 @@ from tqdm.auto import tqdm
 
 from lopt_core import keys as key_tags
 from lopt_core.evaluation import multi_task_training_curves
-from lopt_core.outer.checkpoints import load_checkpoint, read_header, save_checkpoint
+from lopt_core.outer.checkpoints import (
+    UnreadableCheckpointError,
+    load_checkpoint,
+    read_header,
+    save_checkpoint,
+)
 from lopt_core.outer.executors import Executor
 from lopt_core.outer.learner import GradientLearner, LearnerState
+from lopt_core.outer.metrics_log import MetricsLog
 from lopt_core.outer.run_dir import (
     BEST,
     CHECKPOINT_DIR,
     LATEST,
     METRICS_FILE,
+    PREVIOUS,
     VALIDATION_FILE,
+    dumps_row,
     truncate_rows,
 )
 from lopt_core.outer.settings import RunSettings
+from lopt_core.outer.stop_requests import StopRequests
 from lopt_core.outer.workers import WorkersFailed
 
 
@@ -47,6 +56,10 @@ class MetaTrainResult:
     output_dir: str = struct.field(pytree_node=False)
     last_metrics: dict = struct.field(pytree_node=False, default_factory=dict)
     interrupted: bool = struct.field(pytree_node=False, default=False)
+    # What stopped the run early: "SIGINT", "SIGTERM", "stop request"; None: it finished.
+    stopped_by: str | None = struct.field(pytree_node=False, default=None)
+    # Every update this process tried was skipped (non-finite): theta did not learn.
+    stuck: bool = struct.field(pytree_node=False, default=False)
 
 
 def _default_validation_steps(learner: GradientLearner) -> int:
@@ -78,6 +91,7 @@ class RunLoop:
         if settings.validate_every and self.validation_steps is None:
             self.validation_steps = _default_validation_steps(self.learner)
         self.best_score = math.inf
+        self.checkpointed_step: int | None = None
         self.checkpoint_dir = output_dir / CHECKPOINT_DIR
         self.metrics_path = output_dir / METRICS_FILE
         self.validation_path = output_dir / VALIDATION_FILE
@@ -85,9 +99,29 @@ class RunLoop:
     def start(self, latest: Path | None) -> LearnerState:
         """The initial state, or the state of the checkpoint ``latest`` when resuming."""
         state = self.executor.init(key_tags.tagged(self.base_key, key_tags.INIT))
-        return state if latest is None else self.restore(latest, state)
+        if latest is not None:
+            return self.restore(latest, state)
+        # A run killed before its first periodic checkpoint can still be resumed, and a
+        # new run can never be started over it by mistake.
+        self.checkpoint(state)
+        return state
 
     def restore(self, latest: Path, template: LearnerState) -> LearnerState:
+        """The state of the checkpoint ``latest``, or of the previous one when it is damaged."""
+        previous = latest.with_name(PREVIOUS)
+        try:
+            return self._restore(latest, template)
+        except (UnreadableCheckpointError, FileNotFoundError) as e:
+            if not previous.is_file():
+                raise
+            warnings.warn(
+                f"{latest} cannot be used ({e}); resuming from the checkpoint before it, "
+                f"{previous}.",
+                stacklevel=2,
+            )
+            return self._restore(previous, template)
+
+    def _restore(self, latest: Path, template: LearnerState) -> LearnerState:
         # Checkpoints of worker pools hold no worker states (the workers keep them);
         # either kind of run continues either kind of checkpoint, rebuilding them.
         header = read_header(latest)
@@ -104,7 +138,7 @@ class RunLoop:
             )
         state = self.executor.restore(state, header)
         self.best_score = header.get("best_validation", math.inf)
-        step = int(state.step)
+        step = self.checkpointed_step = int(state.step)
         truncate_rows(self.metrics_path, step)
         truncate_rows(self.validation_path, step)
         return state
@@ -119,7 +153,10 @@ class RunLoop:
             "learned_optimizer": self.learner.learned_opt.name,
             **extra,
         }
-        save_checkpoint(self.checkpoint_dir / name, state, header)
+        previous = self.checkpoint_dir / PREVIOUS if name == LATEST else None
+        save_checkpoint(self.checkpoint_dir / name, state, header, previous)
+        if name == LATEST:
+            self.checkpointed_step = header["step"]
 
     def validate(self, state: LearnerState) -> dict[str, Any]:
         """Score theta on held-out tasks; keep it as ``best`` when it is the best so far."""
@@ -145,7 +182,7 @@ class RunLoop:
             row["best"] = True
             self.checkpoint(state, BEST, validation_score=score)
         with open(self.validation_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(dumps_row(row) + "\n")
         return row
 
     def loop(
@@ -156,78 +193,93 @@ class RunLoop:
         on_row: Callable[[dict[str, Any]], None] | None = None,
     ) -> MetaTrainResult:
         """Run the outer steps left; ``should_stop()`` true acts like Ctrl-C, ``on_row`` sees
-        each metrics row as it is written."""
+        each metrics row as it is written.
+
+        SIGINT and SIGTERM stop the run after the current step, with every row
+        written and a checkpoint. A ``KeyboardInterrupt`` mid-step (a second
+        Ctrl-C) stops at once: the state is checkpointed only if the rows reach
+        it, else the last checkpoint stands (and resuming recomputes the rest).
+        """
         num_steps, checkpoint_every = self.settings.num_steps, self.settings.checkpoint_every
-        start_step = int(state.step)
-        bar = tqdm(
-            total=num_steps,
-            initial=start_step,
-            desc="meta-train",
-            unit="step",
-            disable=not progress,
-        )
-        last: dict[str, Any] = {}
-        pending = None  # (step, device metrics): read one step late so the host never waits
-        t_start = time.perf_counter()
-        interrupted = False
-
-        def flush(metrics_file) -> dict[str, Any]:
-            step, device_metrics = pending
-            metrics = jax.device_get(device_metrics)
-            row = {"step": step, **{k: float(v) for k, v in metrics.items()}}
-            row["wall_s"] = round(time.perf_counter() - t_start, 4)
-            metrics_file.write(json.dumps(row) + "\n")
-            bar.set_postfix(meta_loss=f"{row['meta_loss']:.4g}", refresh=False)
-            bar.update(1)
-            if not math.isfinite(row["meta_loss"]):
-                bar.write(f"step {step}: non-finite meta-loss; the update was skipped")
-            if on_row is not None:
-                on_row(row)
-            return row
-
+        bar = progress_bar(num_steps, int(state.step), progress)
+        stopped_by = None
         # Line-buffered: each row is on disk as soon as it is written (`tail -f` shows
         # progress; a crash loses no row that was reported).
-        with open(self.metrics_path, "a", buffering=1) as metrics_file:
+        with StopRequests() as stop, open(self.metrics_path, "a", buffering=1) as file:
+            log = MetricsLog(file, bar.write, on_row)
             try:
-                for step in range(start_step, num_steps):
-                    if should_stop is not None and should_stop():
-                        raise KeyboardInterrupt
+                for step in range(int(state.step), num_steps):
+                    if stop.requested or (should_stop is not None and should_stop()):
+                        stopped_by = stop.requested or "stop request"
+                        break
                     state, metrics = self.executor.step(state, step)
-                    if pending is not None:
-                        last = flush(metrics_file)
-                    pending = (step + 1, metrics)
-                    done = step + 1
-                    every = self.settings.validate_every
-                    if every and done % every == 0:
-                        row = self.validate(state)
-                        mark = " (best so far)" if row["best"] else ""
-                        bar.write(
-                            f"step {done}: validation inner_valid loss "
-                            f"{row['inner_valid_loss']:.4g}{mark}"
-                        )
-                    if done % checkpoint_every == 0 and done < num_steps:
-                        last = flush(metrics_file)
-                        pending = None
-                        metrics_file.flush()
-                        self.checkpoint(state)
-            except KeyboardInterrupt:
-                interrupted = True
-                bar.write(
-                    f"Interrupted: saving a checkpoint at step {int(state.step)} in "
-                    f"{self.output_dir}"
-                )
+                    if log.add(step + 1, metrics) is not None:
+                        bar.set_postfix(log.postfix(), refresh=False)
+                        bar.update(1)
+                    self._after_step(state, log, bar, checkpoint_every)
+            except KeyboardInterrupt:  # mid-step: a second Ctrl-C, or no handler installed
+                stopped_by = "SIGINT"
+                bar.close()
+                self._stop_now(state, log)
             except WorkersFailed:
                 # The state is the last consistent one: keep it for --resume, then report.
-                if pending is not None and pending[0] == int(state.step):
-                    last = flush(metrics_file)
-                    pending = None
-                metrics_file.flush()
-                self.checkpoint(state)
+                self._finish(state, log, bar)
                 raise
-            finally:
-                # The metrics of the step the state holds go out before the checkpoint does.
-                if pending is not None and pending[0] == int(state.step):
-                    last = flush(metrics_file)
-                bar.close()
+            else:
+                self._finish(state, log, bar)
+        if stopped_by is not None:
+            bar.write(
+                f"Stopped ({stopped_by}): checkpoint at step {self.checkpointed_step} in "
+                f"{self.output_dir}; `lopt train --resume` continues it."
+            )
+        return MetaTrainResult(
+            state, str(self.output_dir), log.last, stopped_by is not None, stopped_by, log.stuck
+        )
+
+    def _after_step(self, state: LearnerState, log: MetricsLog, bar: Any, every: int) -> None:
+        done = int(state.step)
+        validate_every = self.settings.validate_every
+        if validate_every and done % validate_every == 0:
+            row = self.validate(state)
+            mark = " (best so far)" if row["best"] else ""
+            bar.write(
+                f"step {done}: validation inner_valid loss {row['inner_valid_loss']:.4g}{mark}"
+            )
+        if done % every == 0 and done < self.settings.num_steps:
+            self._flush(log, bar)
+            log.file.flush()
+            self.checkpoint(state)
+
+    def _flush(self, log: MetricsLog, bar: Any) -> None:
+        if log.flush() is not None:
+            bar.set_postfix(log.postfix(), refresh=False)
+            bar.update(1)
+
+    def _finish(self, state: LearnerState, log: MetricsLog, bar: Any) -> None:
+        """Every row up to the state's step, then its checkpoint."""
+        self._flush(log, bar)
+        log.file.flush()
+        bar.close()
         self.checkpoint(state)
-        return MetaTrainResult(state, str(self.output_dir), last, interrupted)
+
+    def _stop_now(self, state: LearnerState, log: MetricsLog) -> None:
+        # Only a checkpoint the rows reach is kept: otherwise resuming would skip rows.
+        if log.pending is not None and log.pending[0] == int(state.step):
+            log.flush()
+        log.file.flush()
+        if log.last_step == int(state.step):
+            self.checkpoint(state)
+
+
+def progress_bar(total: int, initial: int, enabled: bool) -> Any:
+    """The run's progress bar (on a terminal; elsewhere a line every 30 s, not a redraw)."""
+    interactive = sys.stderr.isatty()
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc="meta-train",
+        unit="step",
+        disable=not enabled,
+        mininterval=0.1 if interactive else 30.0,
+        dynamic_ncols=interactive,
+    )
