@@ -11,6 +11,7 @@ import argparse
 import importlib
 import os
 import pkgutil
+import re
 import sys
 import traceback
 
@@ -18,6 +19,9 @@ import lopt_core
 from lopt_core import commands
 from lopt_core.gin_config import GinConfigError
 from lopt_core.registry import ENV_STRICT, PluginLoadError, RegistryError, get_registry
+from lopt_core.registry.records import env_flag
+
+ENV_DEBUG = "LOPT_DEBUG"
 
 
 def _command_modules() -> list[str]:
@@ -51,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"lopt {lopt_core.__version__}")
     parser.add_argument(
+        "--traceback",
+        action="store_true",
+        help=f"on an error, show the full Python traceback (like {ENV_DEBUG}=1)",
+    )
+    parser.add_argument(
         "--strict-plugins",
         action="store_true",
         help=f"a plugin that fails to load is an error, not a warning (like {ENV_STRICT}=1)",
@@ -67,12 +76,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``lopt`` console script; returns the exit status."""
+    """Entry point of the ``lopt`` console script; returns the exit status.
+
+    Every error ends as one ``lopt: error: ...`` message and exit status 1; the
+    traceback is shown only with ``--traceback`` or ``LOPT_DEBUG=1``.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
+    debug = args.traceback or env_flag(ENV_DEBUG)
     try:
         if args.strict_plugins:
             get_registry(strict=True)
@@ -80,12 +94,38 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `lopt plugins | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    except (RegistryError, GinConfigError) as e:
-        if isinstance(e, PluginLoadError) and e.__cause__ is not None:
+    except KeyboardInterrupt:
+        print("lopt: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if debug:
+            traceback.print_exc()
+        elif isinstance(e, PluginLoadError) and e.__cause__ is not None:
             # Strict mode is the debugging path: show where the plugin failed.
             traceback.print_exception(e.__cause__, file=sys.stderr)
-        print(f"lopt: error: {e}", file=sys.stderr)
+        print(f"lopt: error: {error_message(e)}", file=sys.stderr)
+        if not debug and not isinstance(e, (RegistryError, GinConfigError)):
+            print(
+                f"  (the full traceback: lopt --traceback ..., or {ENV_DEBUG}=1)", file=sys.stderr
+            )
         return 1
+
+
+# gin appends where a configurable failed: "  In call to configurable 'meta_train' (<function...>)"
+_GIN_CONTEXT = re.compile(r"\n\s+In call to configurable '(?P<name>[^']+)' \([^\n]*\)")
+
+
+def error_message(error: BaseException) -> str:
+    """What went wrong, for the user: the exception's message without gin's call context
+    (named once, as a prefix) and with the exception type only when it says something."""
+    text = str(error).strip() or type(error).__name__
+    calls = _GIN_CONTEXT.findall(text)
+    text = _GIN_CONTEXT.sub("", text).strip()
+    if isinstance(error, (LookupError, FileNotFoundError)) and text.startswith(("'", '"')):
+        text = text[1:-1] if text[-1:] == text[0] else text  # KeyError quotes its message
+    if type(error) in (TypeError, AttributeError, IndexError) or isinstance(error, AssertionError):
+        text = f"{type(error).__name__}: {text}"
+    return f"in {calls[-1]}: {text}" if calls else text
 
 
 if __name__ == "__main__":

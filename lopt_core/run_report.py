@@ -208,12 +208,15 @@ def evaluate_run(
     seeds = positive_int(seeds, "seeds")
     run_dir = Path(run_dir)
     run = load_run(run_dir, checkpoint)
-    horizon = steps or run["horizon"]
-    if not horizon or horizon < 1:
+    if steps is not None:
+        horizon = positive_int(steps, "--steps (the horizon to report at)")
+    elif run["horizon"] is None:
         raise ValueError(
             "the run's truncation schedule has no fixed length: pass --steps N (the horizon to "
-            f"report at), got {steps!r}."
+            "report at)."
         )
+    else:
+        horizon = run["horizon"]
     targets = [(f"{run['family'].name} (held-out tasks)", run["family"])]
     targets += [(t.name, as_family(t)) for t in tasks]
     per_target = 2 + 2 * len(learning_rates) + 2

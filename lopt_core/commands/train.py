@@ -88,6 +88,15 @@ def run(args: argparse.Namespace) -> int:
     configs = [Path(c) for c in args.config] or [default_config()]
     output_dir = Path(args.output_dir or Path(DEFAULT_OUTPUT_ROOT) / configs[-1].stem)
     parse_config(configs, args.gin_param)
+    missing = [p for p in ("task_family", "learned_optimizer") if not _bound(f"meta_train.{p}")]
+    if missing:
+        unbound = " and no ".join(f"meta_train.{p}" for p in missing)
+        raise ValueError(
+            f"{', '.join(map(str, configs))} binds no {unbound}: `lopt train` meta-trains, so "
+            "the config must say on what and what to train; e.g. "
+            "meta_train.task_family = @FixedDimQuadraticFamily() and meta_train.learned_optimizer "
+            "= @MLPLOpt() (gin/quickstart.gin is a complete recipe)."
+        )
     options = {}
     if args.workers is not None:
         options["workers"] = args.workers

@@ -24,7 +24,7 @@ from lopt_core.outer.gradient_estimators import GradientEstimator, TruncatedPES
 from lopt_core.outer.learner import GradientLearner
 from lopt_core.outer.truncated_step import VectorizedLOptTruncatedStep
 from lopt_core.outer.truncation_schedules import ConstantTruncationSchedule, TruncationSchedule
-from lopt_core.tasks import TaskFamily
+from lopt_core.tasks import Task, TaskFamily, single_task_to_family
 from lopt_core.validation import check_int, non_negative_int, one_of, positive_float, positive_int
 
 EstimatorFactory = Callable[[VectorizedLOptTruncatedStep], GradientEstimator]
@@ -43,7 +43,8 @@ class LearnerSpec:
 
     ``num_estimators`` estimators, each a ``gradient_estimator`` over its own
     ``VectorizedLOptTruncatedStep`` of ``num_tasks`` inner problems of
-    ``task_family``, trained by ``learned_optimizer`` and restarted after
+    ``task_family`` (a single ``Task`` is the family of its seeds), trained by
+    ``learned_optimizer`` and restarted after
     ``truncation_schedule`` horizons (default: ``ConstantTruncationSchedule(200)``);
     the outer optimizer is Adam at ``outer_learning_rate``, the averaged
     meta-gradient clipped to ``max_grad_norm`` (None: no clipping).
@@ -61,6 +62,10 @@ class LearnerSpec:
     max_grad_norm: float | None = 3.0
 
     def __post_init__(self):
+        family = _instance(self.task_family, "task_family", (TaskFamily, Task))
+        if isinstance(family, Task):  # one task: the family of its seeds
+            object.__setattr__(self, "task_family", single_task_to_family(family))
+        _instance(self.learned_optimizer, "learned_optimizer", (LearnedOptimizer,))
         positive_int(self.num_estimators, "num_estimators")
         positive_float(self.outer_learning_rate, "outer_learning_rate")
 
@@ -114,6 +119,19 @@ class LearnerSpec:
             )
         chosen = {name: value for name, value in args.items() if name in RECIPE_FIELDS}
         return cls(**chosen, num_estimators=num_estimators)
+
+
+def _instance(value: Any, what: str, kinds: tuple[type, ...]) -> Any:
+    """``value`` if it is one of ``kinds``; a class of them given without ``()`` says so."""
+    names = " or ".join(k.__name__ for k in kinds)
+    if isinstance(value, type) and issubclass(value, kinds):
+        raise TypeError(
+            f"{what} must be a {names} object, got the class {value.__name__} itself: "
+            f"call it (in a gin file, @{value.__name__}() with the parentheses)."
+        )
+    if not isinstance(value, kinds):
+        raise TypeError(f"{what} must be a {names}, got {type(value).__name__}: {value!r}.")
+    return value
 
 
 RECIPE_FIELDS = tuple(f.name for f in dataclasses.fields(LearnerSpec) if f.name != "num_estimators")
