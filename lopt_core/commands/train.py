@@ -7,18 +7,11 @@ import sys
 from pathlib import Path
 
 from lopt_core.commands import add_gin_arguments
+from lopt_core.commands.recipes import find_recipe
 
-DEFAULT_CONFIG = "quickstart.gin"
+DEFAULT_RECIPE = "quickstart"
 DEFAULT_OUTPUT_ROOT = "runs"
 DEFAULT_RAY_WORKERS = 2
-
-
-def default_config() -> Path:
-    """``gin/quickstart.gin`` in the current directory, else in lopt's source tree."""
-    here = Path("gin") / DEFAULT_CONFIG
-    if here.is_file():
-        return here
-    return Path(__file__).resolve().parents[2] / "gin" / DEFAULT_CONFIG
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -26,7 +19,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     [--workers N]``."""
     parser = subparsers.add_parser(
         "train",
-        help="Meta-train a learned optimizer (default config: gin/quickstart.gin).",
+        help="Meta-train a learned optimizer (default: the quickstart recipe; `lopt recipes`).",
         description=(
             "Meta-train a learned optimizer as the gin config describes (its `meta_train` "
             "bindings). Writes metrics.jsonl, checkpoints/ and operative_config.gin to the "
@@ -85,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     """Parse the config, run ``meta_train``, and report where the results are."""
     from lopt_core.gin_config import configured, gin_recipe, parse_config, write_operative_config
 
-    configs = [Path(c) for c in args.config] or [default_config()]
+    configs = [find_recipe(c) for c in args.config or [DEFAULT_RECIPE]]
     output_dir = Path(args.output_dir or Path(DEFAULT_OUTPUT_ROOT) / configs[-1].stem)
     parse_config(configs, args.gin_param)
     missing = [p for p in ("task_family", "learned_optimizer") if not _bound(f"meta_train.{p}")]

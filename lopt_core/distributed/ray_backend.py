@@ -39,8 +39,9 @@ from lopt_core.outer.workers import (
 
 DEFAULT_WORKER_OPTIONS: dict[str, Any] = {"num_cpus": 1, "max_restarts": 3}
 # How long a lost worker may take to come back (a restart starts a Python process and
-# imports jax: seconds on an idle machine, a minute or more on a loaded one).
-RESTART_WAIT_S = 300.0
+# imports jax: seconds on an idle machine, a minute or more on a loaded one);
+# meta_train.worker_restart_timeout sets it.
+DEFAULT_RESTART_TIMEOUT_S = 300.0
 RESTART_POLL_S = 0.5
 
 
@@ -116,7 +117,9 @@ class RayWorkers(WorkerPool):
     because the learner resends a lost job itself. Actors are named
     ``<name_prefix>-worker-<i>`` (see ``ray list actors``); theta goes through the
     object store once per theta step (``put``), and results are gathered with
-    ``ray.wait``.
+    ``ray.wait``. A job lost with a crashed worker is reported (``WorkerLost``)
+    only once the restarted actor answers again, or after ``restart_timeout``
+    seconds, so that the job is resent to a worker that can take it.
     """
 
     def __init__(
@@ -126,9 +129,11 @@ class RayWorkers(WorkerPool):
         estimators_per_worker: int = 1,
         worker_options: dict[str, Any] | None = None,
         name_prefix: str | None = None,
+        restart_timeout: float = DEFAULT_RESTART_TIMEOUT_S,
     ):
         ray = require_ray()
         self._ray = ray
+        self.restart_timeout = float(restart_timeout)
         options = {**DEFAULT_WORKER_OPTIONS, **(worker_options or {}), "max_task_retries": 0}
         prefix = name_prefix or f"lopt-{uuid.uuid4().hex[:8]}"
         self.num_workers = int(num_workers)
@@ -167,9 +172,9 @@ class RayWorkers(WorkerPool):
     def _await_restart(self, worker: int) -> None:
         # A restarting actor refuses calls at once ("temporarily unavailable"): resending
         # the job right away would fail again in milliseconds and count as more losses.
-        # Wait until it answers (or is dead for good, or RESTART_WAIT_S passes).
+        # Wait until it answers (or is dead for good, or restart_timeout passes).
         exceptions = self._ray.exceptions
-        deadline = time.monotonic() + RESTART_WAIT_S
+        deadline = time.monotonic() + self.restart_timeout
         while time.monotonic() < deadline:
             try:
                 self._ray.get(self.actors[worker].pid.remote(), timeout=RESTART_POLL_S)
@@ -210,7 +215,13 @@ class _LearnerActor:
         import jax
 
         learner = LearnerSpec.from_recipe(recipe).build()
-        pool = RayWorkers(recipe, placement.workers, num_estimators, placement.worker_options)
+        pool = RayWorkers(
+            recipe,
+            placement.workers,
+            num_estimators,
+            placement.worker_options,
+            restart_timeout=placement.worker_restart_timeout,
+        )
         self.worker_names = pool.names
         try:
             key = jax.random.PRNGKey(run.seed)

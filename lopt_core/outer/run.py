@@ -64,6 +64,7 @@ def meta_train(
     ray: bool = False,
     ray_address: str | None = None,
     worker_options: dict[str, Any] | None = None,
+    worker_restart_timeout: float = 300.0,
     recipe: Recipe | None = None,
     on_start: OnStart | None = None,
 ) -> MetaTrainResult:
@@ -90,9 +91,10 @@ def meta_train(
     ``"async"`` applies each worker's estimate as it arrives and drops those
     computed from a theta more than ``max_staleness`` steps old.
     ``worker_options`` are Ray actor options for the workers (e.g.
-    ``{"num_gpus": 1}``); ``recipe`` is a picklable function returning the
-    ``LearnerSpec`` fields, called in every Ray actor to build its own tasks and
-    data (default: the objects given here, pickled).
+    ``{"num_gpus": 1}``); a crashed Ray worker has ``worker_restart_timeout``
+    seconds to come back before its job counts as lost; ``recipe`` is a picklable
+    function returning the ``LearnerSpec`` fields, called in every Ray actor to
+    build its own tasks and data (default: the objects given here, pickled).
 
     The parameters are grouped and checked by ``LearnerSpec``, ``RunSettings``
     and ``WorkerSettings``; ``run_meta_training`` takes those objects directly.

@@ -177,7 +177,8 @@ class WorkerSettings:
     ``ray_address``) with Ray actor options ``worker_options``, each building
     its objects from ``recipe``. ``worker_mode`` ``"sync"`` averages all workers'
     estimates each step; ``"async"`` applies each as it arrives and drops those
-    more than ``max_staleness`` steps old.
+    more than ``max_staleness`` steps old. A crashed Ray worker has
+    ``worker_restart_timeout`` seconds to restart before its job counts as lost.
     """
 
     workers: int = 0
@@ -186,6 +187,7 @@ class WorkerSettings:
     ray: bool = False
     ray_address: str | None = None
     worker_options: dict[str, Any] | None = None
+    worker_restart_timeout: float = 300.0
     recipe: Recipe | None = None
 
     def __post_init__(self):
@@ -196,6 +198,7 @@ class WorkerSettings:
         check_int(self.workers, "workers", minimum=1 if self.ray else 0)
         one_of(self.worker_mode, "worker_mode", WORKER_MODES)
         non_negative_int(self.max_staleness, "max_staleness")
+        positive_float(self.worker_restart_timeout, "worker_restart_timeout")
         if not self.ray and (
             self.recipe is not None
             or self.ray_address is not None
