@@ -266,5 +266,6 @@ def write_operative_config(
     # Write then rename, so a crash never leaves a half-written config behind.
     with tempfile.NamedTemporaryFile("w", dir=run_dir, delete=False, suffix=".tmp") as f:
         f.write(text)
+    os.chmod(f.name, 0o644)  # NamedTemporaryFile's 0600 would hide it from the run's other users
     os.replace(f.name, path)
     return path

@@ -22,7 +22,8 @@ def recipe_dirs() -> list[Path]:
     here = Path(__file__).resolve()
     source_tree = here.parents[2] / "gin"
     # Installed: <prefix>/lib/pythonX.Y/site-packages/lopt_core/commands/recipes.py.
-    prefixes = [here.parents[5], Path(sys.prefix), Path(site.getuserbase())]
+    install_prefix = here.parents[5:6]
+    prefixes = [*install_prefix, Path(sys.prefix), Path(site.getuserbase())]
     return list(dict.fromkeys([Path("gin"), source_tree, *(p / SHARE for p in prefixes)]))
 
 

@@ -12,7 +12,6 @@ and the executors fast-forward the data past the batches already consumed.
 from __future__ import annotations
 
 import math
-import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +19,6 @@ from typing import Any
 
 import jax
 from flax import struct
-from tqdm.auto import tqdm
 
 from lopt_core import keys as key_tags
 from lopt_core.evaluation import multi_task_training_curves
@@ -33,6 +31,7 @@ from lopt_core.outer.checkpoints import (
 from lopt_core.outer.executors import Executor
 from lopt_core.outer.learner import GradientLearner, LearnerState
 from lopt_core.outer.metrics_log import MetricsLog
+from lopt_core.outer.progress import RunProgress
 from lopt_core.outer.run_dir import (
     BEST,
     CHECKPOINT_DIR,
@@ -201,7 +200,7 @@ class RunLoop:
         it, else the last checkpoint stands (and resuming recomputes the rest).
         """
         num_steps, checkpoint_every = self.settings.num_steps, self.settings.checkpoint_every
-        bar = progress_bar(num_steps, int(state.step), progress)
+        bar = RunProgress(num_steps, int(state.step), progress)
         stopped_by = None
         # Line-buffered: each row is on disk as soon as it is written (`tail -f` shows
         # progress; a crash loses no row that was reported).
@@ -213,9 +212,9 @@ class RunLoop:
                         stopped_by = stop.requested or "stop request"
                         break
                     state, metrics = self.executor.step(state, step)
+                    bar.start()  # the first step has compiled: the ETA starts now
                     if log.add(step + 1, metrics) is not None:
-                        bar.set_postfix(log.postfix(), refresh=False)
-                        bar.update(1)
+                        bar.update(log.postfix())
                     self._after_step(state, log, bar, checkpoint_every)
             except KeyboardInterrupt:  # mid-step: a second Ctrl-C, or no handler installed
                 stopped_by = "SIGINT"
@@ -236,7 +235,9 @@ class RunLoop:
             state, str(self.output_dir), log.last, stopped_by is not None, stopped_by, log.stuck
         )
 
-    def _after_step(self, state: LearnerState, log: MetricsLog, bar: Any, every: int) -> None:
+    def _after_step(
+        self, state: LearnerState, log: MetricsLog, bar: RunProgress, every: int
+    ) -> None:
         done = int(state.step)
         validate_every = self.settings.validate_every
         if validate_every and done % validate_every == 0:
@@ -250,12 +251,11 @@ class RunLoop:
             log.file.flush()
             self.checkpoint(state)
 
-    def _flush(self, log: MetricsLog, bar: Any) -> None:
+    def _flush(self, log: MetricsLog, bar: RunProgress) -> None:
         if log.flush() is not None:
-            bar.set_postfix(log.postfix(), refresh=False)
-            bar.update(1)
+            bar.update(log.postfix())
 
-    def _finish(self, state: LearnerState, log: MetricsLog, bar: Any) -> None:
+    def _finish(self, state: LearnerState, log: MetricsLog, bar: RunProgress) -> None:
         """Every row up to the state's step, then its checkpoint."""
         self._flush(log, bar)
         log.file.flush()
@@ -269,17 +269,3 @@ class RunLoop:
         log.file.flush()
         if log.last_step == int(state.step):
             self.checkpoint(state)
-
-
-def progress_bar(total: int, initial: int, enabled: bool) -> Any:
-    """The run's progress bar (on a terminal; elsewhere a line every 30 s, not a redraw)."""
-    interactive = sys.stderr.isatty()
-    return tqdm(
-        total=total,
-        initial=initial,
-        desc="meta-train",
-        unit="step",
-        disable=not enabled,
-        mininterval=0.1 if interactive else 30.0,
-        dynamic_ncols=interactive,
-    )
