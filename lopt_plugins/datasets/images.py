@@ -16,13 +16,13 @@ import zlib
 import numpy as np
 
 from lopt_core.datasets import SPLITS, Datasets, dataset_lru_cache
+from lopt_core.validation import positive_int
 from lopt_plugins.datasets._common import (
     DatasetNotFoundError,
     data_dir_origin,
     image_size_arg,
     make_datasets,
     permuted_splits,
-    positive_int,
     resolve_data_dir,
     split_sizes,
 )

@@ -120,7 +120,9 @@ class AdafacMLPLOpt(LearnedOptimizer):
     ):
         momentum_decays, adafactor_decays = tuple(momentum_decays), tuple(adafactor_decays)
         owner = type(self).__name__
-        check_mlp_args(owner, hidden_size, hidden_layers, momentum_decays)
+        hidden_size, hidden_layers = check_mlp_args(
+            owner, hidden_size, hidden_layers, momentum_decays
+        )
         check_mlp_args(owner, hidden_size, hidden_layers, adafactor_decays + (rms_decay,))
         self.momentum_decays = momentum_decays
         self.rms_decay = rms_decay

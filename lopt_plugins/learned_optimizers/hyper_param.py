@@ -13,6 +13,7 @@ import optax
 
 from lopt_core.learned import LearnedOptimizer
 from lopt_core.optimizers import OptaxOptimizer, Optimizer
+from lopt_core.validation import positive_float
 
 
 class _LearnedOptaxOptimizer(OptaxOptimizer):
@@ -32,9 +33,7 @@ class _LearnedOptaxOptimizer(OptaxOptimizer):
 
 
 def _log(value: float, what: str, owner: str) -> jax.Array:
-    if not 0 < value:
-        raise ValueError(f"{owner}: {what} must be positive, got {value!r}.")
-    return jnp.log(jnp.asarray(value, jnp.float32))
+    return jnp.log(jnp.asarray(positive_float(value, what, owner=owner), jnp.float32))
 
 
 def _log_one_minus(decay: float, what: str, owner: str) -> jax.Array:

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from lopt_core.jit import BackendJit
+from lopt_core.validation import non_negative_int, positive_int
 from lopt_plugins.learned_optimizers.features import second_moment_normalize
 
 
@@ -47,15 +48,17 @@ def init_mlp(mlp: PerElementMLP, key: jax.Array, num_features: int) -> Any:
     return _init_fn(mlp, num_features)(key)
 
 
-def check_mlp_args(owner: str, hidden_size: int, hidden_layers: int, decays: tuple) -> None:
-    """Reject hidden sizes, layer counts and decay rates that cannot work."""
-    if not isinstance(hidden_size, int) or hidden_size < 1:
-        raise ValueError(f"{owner}: hidden_size must be a positive int, got {hidden_size!r}.")
-    if not isinstance(hidden_layers, int) or hidden_layers < 0:
-        raise ValueError(f"{owner}: hidden_layers must be an int >= 0, got {hidden_layers!r}.")
+def check_mlp_args(
+    owner: str, hidden_size: int, hidden_layers: int, decays: tuple
+) -> tuple[int, int]:
+    """``(hidden_size, hidden_layers)`` as ints; a ValueError for sizes, layer counts and
+    decay rates that cannot work."""
+    hidden_size = positive_int(hidden_size, "hidden_size", owner=owner)
+    hidden_layers = non_negative_int(hidden_layers, "hidden_layers", owner=owner)
     bad = [d for d in decays if not 0 <= d < 1]
     if bad or not decays:
         raise ValueError(f"{owner}: decays must be a non-empty tuple in [0, 1), got {decays!r}.")
+    return hidden_size, hidden_layers
 
 
 # Rows of the per-element MLP evaluated at once when a model is large: a chunk's hidden

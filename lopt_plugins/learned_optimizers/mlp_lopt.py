@@ -48,7 +48,9 @@ class MLPLOpt(LearnedOptimizer):
         step_mult: float = 1e-3,
     ):
         momentum_decays = tuple(momentum_decays)
-        check_mlp_args(type(self).__name__, hidden_size, hidden_layers, momentum_decays)
+        hidden_size, hidden_layers = check_mlp_args(
+            type(self).__name__, hidden_size, hidden_layers, momentum_decays
+        )
         self.momentum_decays = momentum_decays
         self.exp_mult = exp_mult
         self.step_mult = step_mult

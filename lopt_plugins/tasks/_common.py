@@ -9,7 +9,6 @@ counts as "as bad as it gets" instead of poisoning a meta-loss average.
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from lopt_core import Datasets
+from lopt_core.validation import positive_int, positive_int_tuple
 
 # Built-in image datasets: name -> (name in tasks' names, native image size, needs files).
 IMAGE_DATASETS: dict[str, tuple[str, tuple[int, int], bool]] = {
@@ -90,28 +90,6 @@ def activation_fn(name: str) -> Callable[[jax.Array], jax.Array]:
             f"Unknown activation {name!r}; the known activations are {', '.join(ACTIVATIONS)}."
         )
     return ACTIVATIONS[name]
-
-
-def positive_int(value: Any, what: str) -> int:
-    """``value`` as a Python int (numpy ints welcome), or a ValueError if it is not positive."""
-    try:
-        number = None if isinstance(value, bool) else operator.index(value)
-    except TypeError:
-        number = None
-    if number is None or number < 1:
-        raise ValueError(f"{what} must be a positive int, got {value!r}.")
-    return number
-
-
-def positive_int_tuple(value: Any, what: str, allow_empty: bool = True) -> tuple[int, ...]:
-    """``value`` (a sequence of positive ints) as a tuple, so that it can be hashed."""
-    try:
-        out = tuple(int(v) for v in value)
-    except TypeError as e:
-        raise TypeError(f"{what} must be a sequence of positive ints, got {value!r}.") from e
-    if any(v < 1 for v in out) or (not out and not allow_empty):
-        raise ValueError(f"{what} must be a sequence of positive ints, got {value!r}.")
-    return out
 
 
 def size_tag(image_size: tuple[int, int]) -> str:

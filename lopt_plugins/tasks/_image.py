@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from lopt_core import Datasets, Task
+from lopt_core.validation import positive_int
 from lopt_plugins.tasks._common import (
     IMAGE_DATASETS,
     ArgsEquality,
@@ -18,7 +19,6 @@ from lopt_plugins.tasks._common import (
     extra_int,
     image_datasets,
     image_shape,
-    positive_int,
 )
 
 Batch = dict[str, Any]

@@ -15,12 +15,12 @@ import jax
 import jax.numpy as jnp
 
 from lopt_core import Datasets, Task
+from lopt_core.validation import positive_int
 from lopt_plugins.tasks._common import (
     ArgsEquality,
     classification_loss_and_aux,
     classification_normalizer,
     extra_int,
-    positive_int,
 )
 
 CELLS: dict[str, type[nn.RNNCellBase]] = {"lstm": nn.LSTMCell, "gru": nn.GRUCell}

@@ -14,7 +14,8 @@ import flax.linen as nn
 import jax
 
 from lopt_core import Datasets
-from lopt_plugins.tasks._common import ACTIVATION_TAGS, positive_int_tuple
+from lopt_core.validation import positive_int_tuple
+from lopt_plugins.tasks._common import ACTIVATION_TAGS
 from lopt_plugins.tasks._image import ImageClassificationTask, preset
 
 
