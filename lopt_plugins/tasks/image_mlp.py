@@ -36,11 +36,12 @@ class MLP(nn.Module):
 class ImageMLPTask(ImageClassificationTask):
     """An MLP classifier on an image dataset.
 
-    ``dataset`` is a built-in name (``digits``, ``mnist``, ``fashion_mnist``,
-    ``kmnist``, ``cifar10``) built at ``image_size`` with ``batch_size``, or a
-    ``lopt_core.Datasets`` of image batches (whose images must be ``image_size``;
-    ``batch_size`` and ``data_dir`` then play no part). ``data_dir`` is passed to
-    datasets read from files. Loss, extras and
+    ``dataset`` is the name of a registered dataset (the built-in ``digits``,
+    ``mnist``, ``fashion_mnist``, ``kmnist``, ``cifar10``, or a plugin's) built
+    at ``image_size`` with ``batch_size``, or a ``lopt_core.Datasets`` of image
+    batches (``batch_size`` and ``data_dir`` then play no part); either way its
+    images must be ``image_size``. ``data_dir`` is passed to datasets read from
+    files. Loss, extras and
     normalizer: see ``ImageClassificationTask`` (normalized loss = loss / log(classes)).
     """
 
