@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import lopt_core
 from lopt_plugins.datasets._common import DATA_DIR_ENV, DatasetNotFoundError, RandomBatches
-from lopt_plugins.datasets.images import cifar10, digits, fashion_mnist, kmnist, mnist, read_idx
+from lopt_plugins.datasets._image_files import read_idx
+from lopt_plugins.datasets.images import cifar10, digits, fashion_mnist, kmnist, mnist
 from lopt_plugins.datasets.text import text
 
 BUILDERS = {
