@@ -51,6 +51,7 @@ from flax import struct
 from lopt_core.learned import LearnedOptimizer
 from lopt_core.optimizers import Optimizer
 from lopt_core.validation import non_negative_int, positive_float
+from lopt_plugins.learned_optimizers._base import ThetaOptimizer
 from lopt_plugins.learned_optimizers.features import second_moment_normalize
 from lopt_plugins.learned_optimizers.mlp import PerElementMLP, check_mlp_args
 
@@ -215,14 +216,9 @@ class ResidualAdamLOpt(LearnedOptimizer):
         return _ResidualAdamOptimizer(self, theta)
 
 
-class _ResidualAdamOptimizer(Optimizer):
-    def __init__(self, lopt: ResidualAdamLOpt, theta: Any):
-        self.lopt = lopt
-        self.theta = theta
-
-    @property
-    def name(self) -> str:
-        return "ResidualAdamLOpt"
+class _ResidualAdamOptimizer(ThetaOptimizer):
+    lopt: ResidualAdamLOpt
+    lopt_name = "ResidualAdamLOpt"
 
     def init(self, params, model_state=None, num_steps=None, key=None) -> ResidualAdamState:
         zeros = lambda: jax.tree_util.tree_map(jnp.zeros_like, params)
