@@ -62,6 +62,20 @@ class ImageClassificationTask(ArgsEquality, Task):
         self.num_classes = extra_int(self.datasets, "num_classes", type(self).__name__)
         self.batch_size = batch_size
 
+    def _set_args(
+        self, dataset: str | Datasets, architecture: tuple[str, Any], data_dir: str | None
+    ) -> None:
+        """Set ``_args`` (equality, hash, repr): the constructor's arguments in its order,
+        ``architecture`` being the ``(name, value)`` that follows ``image_size``."""
+        self._args = (
+            ("dataset", dataset),
+            ("image_size", self.image_size),
+            architecture,
+            ("activation", self.activation),
+            ("batch_size", self.batch_size),
+            ("data_dir", data_dir),
+        )
+
     def init(self, key: jax.Array) -> Any:
         """Flax's default initialization of ``module`` (lecun-normal kernels, zero biases)."""
         dummy = jnp.zeros((1, *self.image_shape), jnp.float32)

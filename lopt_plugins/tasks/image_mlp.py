@@ -57,14 +57,7 @@ class ImageMLPTask(ImageClassificationTask):
         self.hidden_sizes = positive_int_tuple(hidden_sizes, "hidden_sizes")
         super().__init__(dataset, image_size, batch_size, data_dir, activation)
         self.module = MLP(self.hidden_sizes, self.num_classes)
-        self._args = (
-            ("dataset", dataset),
-            ("image_size", self.image_size),
-            ("hidden_sizes", self.hidden_sizes),
-            ("activation", activation),
-            ("batch_size", self.batch_size),
-            ("data_dir", data_dir),
-        )
+        self._set_args(dataset, ("hidden_sizes", self.hidden_sizes), data_dir)
         sizes = "x".join(str(s) for s in self.hidden_sizes) or "Linear"
         self.name = f"ImageMLP_{self.dataset_tag}_{ACTIVATION_TAGS[activation]}{sizes}"
 
