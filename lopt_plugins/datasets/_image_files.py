@@ -17,6 +17,27 @@ import numpy as np
 
 from lopt_plugins.datasets._common import DatasetNotFoundError
 
+
+def _not_found(
+    name: str,
+    folder: str,
+    data_dir: str,
+    origin: str,
+    missing: list[str],
+    expected: str,
+    source: str,
+    fix: str,
+) -> DatasetNotFoundError:
+    """The error for files ``missing`` from ``folder``: where lopt looked (and why there),
+    what it expected, where to get the files and how to put them in place (``fix``)."""
+    state = "" if os.path.isdir(folder) else " (the directory does not exist)"
+    return DatasetNotFoundError(
+        f"{name}: searched {folder}{state}, with data_dir {data_dir} from {origin}. "
+        f"Missing: {', '.join(missing)}. Expected there: {expected}. "
+        f"Get them from {source}. lopt never downloads data: {fix}."
+    )
+
+
 # --- MNIST family: IDX files --------------------------------------------------------------------
 
 _IDX_DTYPES = {
@@ -100,14 +121,16 @@ def find_mnist_files(name: str, data_dir: str, origin: str) -> dict[str, str]:
         else:
             missing.append(base + "[.gz]")
     if missing:
-        state = "" if os.path.isdir(folder) else " (the directory does not exist)"
-        raise DatasetNotFoundError(
-            f"{name}: searched {folder}{state}, with data_dir {data_dir} from {origin}. "
-            f"Missing: {', '.join(missing)}. Expected there: "
-            f"{', '.join(f + '[.gz]' for f in MNIST_FILES)} (plain or gzipped IDX files). "
-            f"Get them from {MNIST_SOURCES[name]}. lopt never downloads data: copy or link the "
-            f"files into {folder}, or set data_dir / LOPT_DATA_DIR to a directory that holds a "
-            f"{name}/ folder."
+        raise _not_found(
+            name,
+            folder,
+            data_dir,
+            origin,
+            missing,
+            f"{', '.join(f + '[.gz]' for f in MNIST_FILES)} (plain or gzipped IDX files)",
+            MNIST_SOURCES[name],
+            f"copy or link the files into {folder}, or set data_dir / LOPT_DATA_DIR to a "
+            f"directory that holds a {name}/ folder",
         )
     return found
 
@@ -199,12 +222,15 @@ def find_cifar10_files(data_dir: str, origin: str) -> list[str]:
     paths = [os.path.join(folder, f) for f in CIFAR10_FILES]
     missing = [f for f, p in zip(CIFAR10_FILES, paths, strict=True) if not os.path.isfile(p)]
     if missing:
-        state = "" if os.path.isdir(folder) else " (the directory does not exist)"
-        raise DatasetNotFoundError(
-            f"cifar10: searched {folder}{state}, with data_dir {data_dir} from {origin}. "
-            f"Missing: {', '.join(missing)}. Expected there: {', '.join(CIFAR10_FILES)}. "
-            f"Get them from {CIFAR10_SOURCE}. lopt never downloads data: unpack the archive in "
-            f"{data_dir}, or set data_dir / LOPT_DATA_DIR to the directory that holds "
-            f"{CIFAR10_FOLDER}/."
+        raise _not_found(
+            "cifar10",
+            folder,
+            data_dir,
+            origin,
+            missing,
+            ", ".join(CIFAR10_FILES),
+            CIFAR10_SOURCE,
+            f"unpack the archive in {data_dir}, or set data_dir / LOPT_DATA_DIR to the "
+            f"directory that holds {CIFAR10_FOLDER}/",
         )
     return paths
