@@ -118,3 +118,14 @@ def test_built_in_names_still_give_the_cached_built_in_data(registry):
     task = ImageMLPTask("digits", (8, 8), batch_size=8)
     assert task.datasets is builtin_datasets.digits(batch_size=8, image_size=(8, 8))
     assert task.name == "ImageMLP_Digits8_Relu32"
+
+
+def test_a_built_in_name_without_the_datasets_plugin_says_which_plugin_to_load():
+    registry = lopt_core.Registry(strict=True)
+    registry.load_module("lopt_plugins.tasks")
+    set_registry(registry)
+    try:
+        with pytest.raises(ValueError, match="built-in dataset.*'datasets' plugin"):
+            ImageMLPTask("digits", (8, 8), batch_size=8)
+    finally:
+        reset_registry()

@@ -78,8 +78,14 @@ def build_dataset(name: Any, kind: str, **kwargs: Any) -> Datasets:
     try:
         entry = get_registry().entry("dataset", name)
     except UnknownEntryError as e:
+        hint = ""
+        if name in BUILTIN_DATASETS:  # e.g. LOPT_PLUGINS lists the tasks but not the datasets
+            hint = (
+                f"{name!r} is a built-in dataset, registered by lopt's 'datasets' plugin "
+                "(lopt_plugins.datasets), which this registry did not load.\n"
+            )
         raise UnknownDatasetError(
-            f"Unknown {kind} dataset {name!r}. {e}\n"
+            f"Unknown {kind} dataset {name!r}. {e}\n{hint}"
             f"Or pass a lopt_core.Datasets of {BATCH_FORMATS[kind]} batches."
         ) from e
     call = {}
