@@ -21,14 +21,8 @@ Batch = Any
 TaskCfg = Any
 
 
-class Task:
-    """One training problem.
-
-    Subclasses implement ``init`` and ``loss`` (or the stateful forms, for models
-    with state such as batch-norm statistics). Everything else has a default.
-    """
-
-    datasets: Datasets | None = None
+class _Named:
+    """A ``name`` that can be assigned, as tasks and families have."""
 
     @property
     def name(self) -> str:
@@ -38,6 +32,16 @@ class Task:
     @name.setter
     def name(self, value: str) -> None:
         self._name = value
+
+
+class Task(_Named):
+    """One training problem.
+
+    Subclasses implement ``init`` and ``loss`` (or the stateful forms, for models
+    with state such as batch-norm statistics). Everything else has a default.
+    """
+
+    datasets: Datasets | None = None
 
     def _overrides(self, method: str) -> bool:
         return getattr(type(self), method) is not getattr(Task, method)
@@ -97,7 +101,7 @@ class Task:
         return f"<Task {self.name}>"
 
 
-class TaskFamily:
+class TaskFamily(_Named):
     """A distribution over tasks that share one computation graph.
 
     ``sample(key)`` returns a cfg, a pytree of arrays; ``task_fn(cfg)`` builds the
@@ -107,15 +111,6 @@ class TaskFamily:
     """
 
     datasets: Datasets | None = None
-
-    @property
-    def name(self) -> str:
-        """A readable name: the one assigned (``self.name = ...``), else the class name."""
-        return self.__dict__.get("_name") or type(self).__name__
-
-    @name.setter
-    def name(self, value: str) -> None:
-        self._name = value
 
     def sample(self, key: jax.Array) -> TaskCfg:
         """Draw the cfg of one task."""

@@ -10,17 +10,12 @@ from __future__ import annotations
 
 import lopt_core
 from lopt_plugins.datasets._common import DATA_DIR_ENV, DatasetNotFoundError, RandomBatches
-from lopt_plugins.datasets.images import cifar10, digits, fashion_mnist, kmnist, mnist, read_idx
+from lopt_plugins.datasets._image_files import read_idx
+from lopt_plugins.datasets.images import cifar10, digits, fashion_mnist, kmnist, mnist
 from lopt_plugins.datasets.text import text
 
-BUILDERS = {
-    "digits": digits,
-    "mnist": mnist,
-    "fashion_mnist": fashion_mnist,
-    "kmnist": kmnist,
-    "cifar10": cifar10,
-    "text": text,
-}
+# Registered name -> builder; each is registered (and exported) under its function name.
+BUILDERS = {f.__name__: f for f in (digits, mnist, fashion_mnist, kmnist, cifar10, text)}
 
 
 @lopt_core.hookimpl
@@ -35,12 +30,7 @@ __all__ = [
     "DATA_DIR_ENV",
     "DatasetNotFoundError",
     "RandomBatches",
-    "cifar10",
-    "digits",
-    "fashion_mnist",
-    "kmnist",
     "lopt_register",
-    "mnist",
     "read_idx",
-    "text",
+    *BUILDERS,
 ]

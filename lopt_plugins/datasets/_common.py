@@ -145,17 +145,6 @@ def make_datasets(
     return Datasets(**iterators, extra_info=info, abstract_batch=abstract_batch)
 
 
-def positive_int(value: Any, what: str) -> int:
-    """``value`` as an int, or a ValueError if it is not a positive integer."""
-    try:
-        number = operator.index(value)
-    except TypeError:
-        number = None
-    if number is None or number < 1:
-        raise ValueError(f"{what} must be a positive integer, got {value!r}.")
-    return number
-
-
 def image_size_arg(value: Any, allowed: Sequence[tuple[int, int]], dataset: str) -> tuple[int, int]:
     """``value`` as an ``(height, width)`` tuple, checked against the sizes ``dataset`` offers."""
     try:

@@ -7,24 +7,30 @@ downloaded.
 
 from __future__ import annotations
 
-import gzip
+import functools
 import os
-import pickle
-import struct
-import zlib
+from collections.abc import Callable
 
 import numpy as np
 
 from lopt_core.datasets import SPLITS, Datasets, dataset_lru_cache
+from lopt_core.validation import positive_int
 from lopt_plugins.datasets._common import (
-    DatasetNotFoundError,
     data_dir_origin,
     image_size_arg,
     make_datasets,
     permuted_splits,
-    positive_int,
     resolve_data_dir,
     split_sizes,
+)
+from lopt_plugins.datasets._image_files import (
+    CIFAR10_LAYOUT,
+    MNIST_FILES,
+    MNIST_LAYOUT,
+    find_cifar10_files,
+    find_mnist_files,
+    load_idx_pair,
+    read_cifar_batch,
 )
 
 DIGITS_SIZES: tuple[tuple[int, int], ...] = ((8, 8), (16, 16), (28, 28))
@@ -128,6 +134,58 @@ def _carve_valid(num_train: int, divisor: int, seed: int, what: str) -> list[np.
     return permuted_splits(num_train, [num_train - 2 * held, held, held], seed)
 
 
+def _official_split_datasets(
+    name: str,
+    train: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    divisor: int,
+    batch_size: int,
+    image_size: tuple[int, int],
+    extra: dict,
+) -> Datasets:
+    """A dataset with an official ``(images, labels)`` train and test split.
+
+    The official test split is ``test``; 1/``divisor`` each of the official
+    train split is carved out for ``inner_valid`` and ``outer_valid``.
+    ``example_ids``: train index ``i`` is ``i``, test index ``j`` is ``num_train + j``.
+    """
+    (train_x, train_y), (test_x, test_y) = train, test
+    num_train = len(train_x)
+    train_ids, inner_valid, outer_valid = _carve_valid(num_train, divisor, 0, name)
+    split_ids = {
+        "train": train_ids,
+        "inner_valid": inner_valid,
+        "outer_valid": outer_valid,
+        "test": num_train + np.arange(len(test_x)),
+    }
+    images = np.concatenate([train_x, test_x])
+    labels = np.concatenate([train_y, test_y])
+    return _image_datasets(name, images, labels, split_ids, batch_size, image_size, extra)
+
+
+def _from_files(
+    name: str,
+    sizes: tuple[tuple[int, int], ...],
+    layout: str,
+    find_files: Callable[[str, str], object],
+    cached: Callable[[int, tuple[int, int], str], Datasets],
+    batch_size: int,
+    image_size: tuple[int, int],
+    data_dir: str | os.PathLike | None,
+) -> Datasets:
+    """The front of a builder that reads files: check the arguments, find the files, build.
+
+    ``find_files(data_dir, origin)`` raises ``DatasetNotFoundError`` when files are
+    missing; ``cached(batch_size, image_size, data_dir)`` builds through the cache.
+    """
+    size = image_size_arg(image_size, sizes, name)
+    batch_size = positive_int(batch_size, "batch_size")
+    resolved = resolve_data_dir(data_dir, name, layout)
+    # Look before the cache so that the error can say where data_dir came from.
+    find_files(resolved, data_dir_origin(data_dir))
+    return cached(batch_size, size, resolved)
+
+
 # --- digits -------------------------------------------------------------------------------------
 
 
@@ -160,153 +218,17 @@ digits.cache_clear = _digits.cache_clear
 
 # --- MNIST family: IDX files --------------------------------------------------------------------
 
-_IDX_DTYPES = {
-    0x08: np.dtype(np.uint8),
-    0x09: np.dtype(np.int8),
-    0x0B: np.dtype(">i2"),
-    0x0C: np.dtype(">i4"),
-    0x0D: np.dtype(">f4"),
-    0x0E: np.dtype(">f8"),
-}
-
-
-def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read one IDX file (``*.gz`` is decompressed) into a native-endian numpy array."""
-    path = os.fspath(path)
-    try:
-        if path.endswith(".gz"):
-            with gzip.open(path, "rb") as f:
-                raw = f.read()
-        else:
-            with open(path, "rb") as f:
-                raw = f.read()
-    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
-        raise ValueError(f"{path} is not a valid gzip file ({e}); re-fetch or gunzip it.") from e
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise ValueError(
-            f"{path} is not an IDX file: it starts with bytes {raw[:4].hex(' ')!r}, but an IDX "
-            "file starts with 00 00, a type code (08 for unsigned bytes) and the number of dims."
-        )
-    dtype, ndim = _IDX_DTYPES[raw[2]], raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise ValueError(f"{path}: IDX header of {ndim} dims is truncated ({len(raw)} bytes).")
-    shape = struct.unpack(f">{ndim}I", raw[4:header])
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(raw) - header != expected:
-        raise ValueError(
-            f"{path}: IDX header says shape {shape} ({expected} bytes of data) but the file holds "
-            f"{len(raw) - header} bytes after the header; the file is truncated or corrupt."
-        )
-    data = np.frombuffer(raw, dtype, offset=header).reshape(shape)
-    return data.astype(dtype.newbyteorder("="))
-
-
-MNIST_FILES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
-
-MNIST_SOURCES = {
-    "mnist": (
-        "the MNIST files from Yann LeCun's MNIST page (yann.lecun.com/exdb/mnist) or one of its "
-        "mirrors; torchvision's cache holds the same files in <root>/MNIST/raw/"
-    ),
-    "fashion_mnist": (
-        "Zalando Research's Fashion-MNIST release on GitHub (zalandoresearch/fashion-mnist, "
-        "folder data/fashion/); torchvision's cache holds them in <root>/FashionMNIST/raw/"
-    ),
-    "kmnist": (
-        "the ROIS-CODH KMNIST release (github.com/rois-codh/kmnist, the Kuzushiji-MNIST files "
-        "in MNIST format); torchvision's cache holds them in <root>/KMNIST/raw/"
-    ),
-}
-
-_MNIST_LAYOUT = "Its files are read from <data_dir>/{name}/: " + ", ".join(
-    f + "[.gz]" for f in MNIST_FILES
-)
-
-
-def _find_mnist_files(name: str, data_dir: str, origin: str) -> dict[str, str]:
-    """The path of each of ``MNIST_FILES`` in ``<data_dir>/<name>/`` (plain or gzipped)."""
-    folder = os.path.join(data_dir, name)
-    found, missing = {}, []
-    for base in MNIST_FILES:
-        candidates = [os.path.join(folder, base), os.path.join(folder, base + ".gz")]
-        present = [c for c in candidates if os.path.isfile(c)]
-        if present:
-            found[base] = present[0]
-        else:
-            missing.append(base + "[.gz]")
-    if missing:
-        state = "" if os.path.isdir(folder) else " (the directory does not exist)"
-        raise DatasetNotFoundError(
-            f"{name}: searched {folder}{state}, with data_dir {data_dir} from {origin}. "
-            f"Missing: {', '.join(missing)}. Expected there: "
-            f"{', '.join(f + '[.gz]' for f in MNIST_FILES)} (plain or gzipped IDX files). "
-            f"Get them from {MNIST_SOURCES[name]}. lopt never downloads data: copy or link the "
-            f"files into {folder}, or set data_dir / LOPT_DATA_DIR to a directory that holds a "
-            f"{name}/ folder."
-        )
-    return found
-
-
-def _load_idx_pair(images_path: str, labels_path: str) -> tuple[np.ndarray, np.ndarray]:
-    images, labels = read_idx(images_path), read_idx(labels_path)
-    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
-        raise ValueError(
-            f"{images_path}: expected uint8 images of shape [N, 28, 28], got {images.dtype} "
-            f"{images.shape}."
-        )
-    if labels.ndim != 1 or len(labels) != len(images):
-        raise ValueError(
-            f"{labels_path}: expected {len(images)} labels (one per image in {images_path}), got "
-            f"shape {labels.shape}."
-        )
-    if len(labels) and (labels.min() < 0 or labels.max() > 9):
-        raise ValueError(f"{labels_path}: labels must be 0..9, got {labels.min()}..{labels.max()}.")
-    return images[..., None], labels
-
 
 def _build_mnist_family(
     name: str, batch_size: int, image_size: tuple[int, int], data_dir: str
 ) -> Datasets:
-    files = _find_mnist_files(name, data_dir, "the caller")
-    train_x, train_y = _load_idx_pair(files[MNIST_FILES[0]], files[MNIST_FILES[1]])
-    test_x, test_y = _load_idx_pair(files[MNIST_FILES[2]], files[MNIST_FILES[3]])
-    num_train = len(train_x)
-    train, inner_valid, outer_valid = _carve_valid(num_train, MNIST_VALID_DIVISOR, 0, name)
-    split_ids = {
-        "train": train,
-        "inner_valid": inner_valid,
-        "outer_valid": outer_valid,
-        "test": num_train + np.arange(len(test_x)),
-    }
-    images = np.concatenate([train_x, test_x])
-    labels = np.concatenate([train_y, test_y])
+    files = find_mnist_files(name, data_dir, "the caller")
+    train = load_idx_pair(files[MNIST_FILES[0]], files[MNIST_FILES[1]])
+    test = load_idx_pair(files[MNIST_FILES[2]], files[MNIST_FILES[3]])
     extra = {"data_dir": data_dir, "files": tuple(files.values())}
-    return _image_datasets(name, images, labels, split_ids, batch_size, image_size, extra)
-
-
-_MNIST_CACHED = {}
-for _name in MNIST_SOURCES:
-
-    def _load(batch_size, image_size, data_dir, _name=_name):
-        return _build_mnist_family(_name, batch_size, image_size, data_dir)
-
-    _load.__qualname__ = _load.__name__ = f"_{_name}"
-    _MNIST_CACHED[_name] = dataset_lru_cache(_load)
-
-
-def _mnist_family(name: str, batch_size, image_size, data_dir) -> Datasets:
-    size = image_size_arg(image_size, MNIST_SIZES, name)
-    batch_size = positive_int(batch_size, "batch_size")
-    resolved = resolve_data_dir(data_dir, name, _MNIST_LAYOUT.format(name=name))
-    # Look before the cache so that the error can say where data_dir came from.
-    _find_mnist_files(name, resolved, data_dir_origin(data_dir))
-    return _MNIST_CACHED[name](batch_size, size, resolved)
+    return _official_split_datasets(
+        name, train, test, MNIST_VALID_DIVISOR, batch_size, image_size, extra
+    )
 
 
 _MNIST_DOC = """{title} from the standard IDX files: 28x28 grayscale, 10 classes.
@@ -323,132 +245,56 @@ _MNIST_DOC = """{title} from the standard IDX files: 28x28 grayscale, 10 classes
 """
 
 
-def mnist(
-    batch_size: int = 128,
-    image_size: tuple[int, int] = (28, 28),
-    data_dir: str | os.PathLike | None = None,
-) -> Datasets:
-    return _mnist_family("mnist", batch_size, image_size, data_dir)
+def _mnist_family_builder(name: str, title: str) -> Callable[..., Datasets]:
+    """The public builder of one MNIST-format dataset (its files differ, nothing else)."""
+
+    def load(batch_size: int, image_size: tuple[int, int], data_dir: str) -> Datasets:
+        return _build_mnist_family(name, batch_size, image_size, data_dir)
+
+    load.__qualname__ = load.__name__ = f"_{name}"
+    cached = dataset_lru_cache(load)
+    layout = MNIST_LAYOUT.format(name=name)
+    find_files = functools.partial(find_mnist_files, name)
+
+    def builder(
+        batch_size: int = 128,
+        image_size: tuple[int, int] = (28, 28),
+        data_dir: str | os.PathLike | None = None,
+    ) -> Datasets:
+        return _from_files(
+            name, MNIST_SIZES, layout, find_files, cached, batch_size, image_size, data_dir
+        )
+
+    # Named like a module-level function, so that it pickles and reads as one.
+    builder.__qualname__ = builder.__name__ = name
+    builder.__doc__ = _MNIST_DOC.format(title=title, name=name)
+    builder.cache_clear = cached.cache_clear
+    return builder
 
 
-def fashion_mnist(
-    batch_size: int = 128,
-    image_size: tuple[int, int] = (28, 28),
-    data_dir: str | os.PathLike | None = None,
-) -> Datasets:
-    return _mnist_family("fashion_mnist", batch_size, image_size, data_dir)
-
-
-def kmnist(
-    batch_size: int = 128,
-    image_size: tuple[int, int] = (28, 28),
-    data_dir: str | os.PathLike | None = None,
-) -> Datasets:
-    return _mnist_family("kmnist", batch_size, image_size, data_dir)
-
-
-for _fn, _title in ((mnist, "MNIST"), (fashion_mnist, "Fashion-MNIST"), (kmnist, "KMNIST")):
-    _fn.__doc__ = _MNIST_DOC.format(title=_title, name=_fn.__name__)
-    _fn.cache_clear = _MNIST_CACHED[_fn.__name__].cache_clear
+mnist = _mnist_family_builder("mnist", "MNIST")
+fashion_mnist = _mnist_family_builder("fashion_mnist", "Fashion-MNIST")
+kmnist = _mnist_family_builder("kmnist", "KMNIST")
 
 
 # --- CIFAR-10: python pickle batches ------------------------------------------------------------
 
-CIFAR10_FOLDER = "cifar-10-batches-py"
-CIFAR10_FILES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch")
-CIFAR10_SOURCE = (
-    "the CIFAR-10 python version (cifar-10-python.tar.gz) from Alex Krizhevsky's CIFAR page "
-    "(www.cs.toronto.edu/~kriz/cifar.html), unpacked so that it creates the "
-    f"{CIFAR10_FOLDER}/ folder (torchvision's cache unpacks to the same folder)"
-)
-_CIFAR10_LAYOUT = f"Its files are read from <data_dir>/{CIFAR10_FOLDER}/: " + ", ".join(
-    CIFAR10_FILES
-)
-
-# The batches hold only dicts, lists, bytes and numpy arrays; refusing every other global
-# means a stray or hostile file cannot run code when unpickled. (_codecs.encode is how
-# pickle protocols < 3 write Python 3 bytes; it only re-encodes a string.)
-_NUMPY_GLOBALS = {
-    ("_codecs", "encode"),
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"),
-    ("numpy._core.numeric", "_frombuffer"),
-}
-
-
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str):
-        if (module, name) in _NUMPY_GLOBALS:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(
-            f"refusing to load {module}.{name}: a CIFAR-10 batch holds only numpy arrays, "
-            "lists and bytes"
-        )
-
-
-def _read_cifar_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
-    with open(path, "rb") as f:
-        try:
-            batch = _NumpyOnlyUnpickler(f, encoding="bytes").load()
-        except Exception as e:
-            raise ValueError(
-                f"{path} is not a CIFAR-10 python batch ({type(e).__name__}: {e})."
-            ) from e
-    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
-        keys = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
-        raise ValueError(f"{path}: expected a dict with b'data' and b'labels', got {keys}.")
-    data, labels = np.asarray(batch[b"data"]), np.asarray(batch[b"labels"])
-    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-        raise ValueError(f"{path}: b'data' must be uint8 [N, 3072], got {data.dtype} {data.shape}.")
-    if labels.shape != (len(data),):
-        raise ValueError(f"{path}: expected {len(data)} labels, got shape {labels.shape}.")
-    if len(labels) and (labels.min() < 0 or labels.max() > 9):
-        raise ValueError(f"{path}: labels must be 0..9, got {labels.min()}..{labels.max()}.")
-    # Rows are 1,024 red, then green, then blue values of a 32x32 image, row-major.
-    images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    return np.ascontiguousarray(images), labels
-
-
-def _find_cifar10_files(data_dir: str, origin: str) -> list[str]:
-    folder = os.path.join(data_dir, CIFAR10_FOLDER)
-    paths = [os.path.join(folder, f) for f in CIFAR10_FILES]
-    missing = [f for f, p in zip(CIFAR10_FILES, paths, strict=True) if not os.path.isfile(p)]
-    if missing:
-        state = "" if os.path.isdir(folder) else " (the directory does not exist)"
-        raise DatasetNotFoundError(
-            f"cifar10: searched {folder}{state}, with data_dir {data_dir} from {origin}. "
-            f"Missing: {', '.join(missing)}. Expected there: {', '.join(CIFAR10_FILES)}. "
-            f"Get them from {CIFAR10_SOURCE}. lopt never downloads data: unpack the archive in "
-            f"{data_dir}, or set data_dir / LOPT_DATA_DIR to the directory that holds "
-            f"{CIFAR10_FOLDER}/."
-        )
-    return paths
-
 
 @dataset_lru_cache
 def _cifar10(batch_size: int, image_size: tuple[int, int], data_dir: str) -> Datasets:
-    paths = _find_cifar10_files(data_dir, "the caller")
-    loaded = [_read_cifar_batch(p) for p in paths]
+    paths = find_cifar10_files(data_dir, "the caller")
+    loaded = [read_cifar_batch(p) for p in paths]
     train_x = np.concatenate([x for x, _ in loaded[:-1]])
     train_y = np.concatenate([y for _, y in loaded[:-1]])
-    test_x, test_y = loaded[-1]
-    num_train = len(train_x)
-    train, inner_valid, outer_valid = _carve_valid(num_train, CIFAR10_VALID_DIVISOR, 0, "cifar10")
-    split_ids = {
-        "train": train,
-        "inner_valid": inner_valid,
-        "outer_valid": outer_valid,
-        "test": num_train + np.arange(len(test_x)),
-    }
-    images = np.concatenate([train_x, test_x])
-    labels = np.concatenate([train_y, test_y])
-    extra = {"data_dir": data_dir}
-    return _image_datasets("cifar10", images, labels, split_ids, batch_size, image_size, extra)
+    return _official_split_datasets(
+        "cifar10",
+        (train_x, train_y),
+        loaded[-1],
+        CIFAR10_VALID_DIVISOR,
+        batch_size,
+        image_size,
+        {"data_dir": data_dir},
+    )
 
 
 def cifar10(
@@ -467,11 +313,16 @@ def cifar10(
     ``j`` is ``num_train + j``. ``image_size`` is one of (32, 32), (16, 16), (8, 8)
     (area averaging, once at load).
     """
-    size = image_size_arg(image_size, CIFAR10_SIZES, "cifar10")
-    batch_size = positive_int(batch_size, "batch_size")
-    resolved = resolve_data_dir(data_dir, "cifar10", _CIFAR10_LAYOUT)
-    _find_cifar10_files(resolved, data_dir_origin(data_dir))
-    return _cifar10(batch_size, size, resolved)
+    return _from_files(
+        "cifar10",
+        CIFAR10_SIZES,
+        CIFAR10_LAYOUT,
+        find_cifar10_files,
+        _cifar10,
+        batch_size,
+        image_size,
+        data_dir,
+    )
 
 
 cifar10.cache_clear = _cifar10.cache_clear

@@ -14,7 +14,8 @@ import sysconfig
 import numpy as np
 
 from lopt_core.datasets import SPLITS, Datasets, dataset_lru_cache
-from lopt_plugins.datasets._common import make_datasets, permuted_splits, positive_int, split_sizes
+from lopt_core.validation import positive_int
+from lopt_plugins.datasets._common import make_datasets, permuted_splits, split_sizes
 
 VOCAB_SIZE = 256
 # The default corpus: the standard library's .py files, sorted by path, cut at this size.

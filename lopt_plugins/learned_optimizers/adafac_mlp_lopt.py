@@ -15,14 +15,14 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from lopt_core.learned import LearnedOptimizer
 from lopt_core.optimizers import Optimizer
+from lopt_plugins.learned_optimizers._base import ThetaOptimizer
 from lopt_plugins.learned_optimizers.features import TIME_SCALES, ema, tanh_time_features
 from lopt_plugins.learned_optimizers.mlp import (
+    MLPLearnedOptimizer,
     PerElementMLP,
     check_mlp_args,
-    init_mlp,
-    per_element_outputs,
+    mlp_steps,
 )
 
 _EPS = 1e-30  # Adafactor's epsilon on squared gradients
@@ -99,7 +99,7 @@ def _factored_rsqrt_columns(f: FactoredMoments) -> list[jax.Array]:
     ]
 
 
-class AdafacMLPLOpt(LearnedOptimizer):
+class AdafacMLPLOpt(MLPLearnedOptimizer):
     """Small MLP optimizer with momenta, RMS and factored (Adafactor) second moments.
 
     Per element, the inputs are: parameter, gradient, momenta, RMS, gradient and
@@ -120,7 +120,9 @@ class AdafacMLPLOpt(LearnedOptimizer):
     ):
         momentum_decays, adafactor_decays = tuple(momentum_decays), tuple(adafactor_decays)
         owner = type(self).__name__
-        check_mlp_args(owner, hidden_size, hidden_layers, momentum_decays)
+        hidden_size, hidden_layers = check_mlp_args(
+            owner, hidden_size, hidden_layers, momentum_decays
+        )
         check_mlp_args(owner, hidden_size, hidden_layers, adafactor_decays + (rms_decay,))
         self.momentum_decays = momentum_decays
         self.rms_decay = rms_decay
@@ -132,21 +134,13 @@ class AdafacMLPLOpt(LearnedOptimizer):
         # p, g, momenta, rms, g*rsqrt(rms), momenta*rsqrt(rms), g*rsqrt(fac), rsqrt(fac)
         self.num_features = 2 + km + 1 + 1 + km + 2 * ka + len(TIME_SCALES)
 
-    def init(self, key: jax.Array) -> Any:
-        return init_mlp(self.mlp, key, self.num_features)
-
     def opt_fn(self, theta: Any, is_training: bool = False) -> Optimizer:
         return _AdafacMLPLOptOptimizer(self, theta)
 
 
-class _AdafacMLPLOptOptimizer(Optimizer):
-    def __init__(self, lopt: AdafacMLPLOpt, theta: Any):
-        self.lopt = lopt
-        self.theta = theta
-
-    @property
-    def name(self) -> str:
-        return "AdafacMLPLOpt"
+class _AdafacMLPLOptOptimizer(ThetaOptimizer):
+    lopt: AdafacMLPLOpt
+    lopt_name = "AdafacMLPLOpt"
 
     def init(self, params, model_state=None, num_steps=None, key=None) -> AdafacMLPLOptState:
         km, ka = len(self.lopt.momentum_decays), len(self.lopt.adafactor_decays)
@@ -193,20 +187,14 @@ class _AdafacMLPLOptOptimizer(Optimizer):
                 + rsqrt_fac
             )
 
-        def step(p, out):
-            direction, magnitude = out
-            step = direction * jnp.exp(magnitude * lopt.exp_mult) * lopt.step_mult
-            return (p - step).astype(p.dtype)  # the MLP is float32; keep e.g. bfloat16
-
         leaves, treedef = jax.tree_util.tree_flatten(opt_state.params)
         per_leaf = [treedef.flatten_up_to(t) for t in (grad, momenta, rms)]
         per_leaf.append(treedef.flatten_up_to(factored))
         feature_columns = [columns(*args) for args in zip(leaves, *per_leaf, strict=True)]
-        new_params = []
-        if leaves:  # (a model without parameters has nothing to update)
-            # The small MLP runs elementwise per tensor (see per_element_outputs).
-            outputs = per_element_outputs(self.theta, feature_columns, time_features)
-            new_params = [step(p, o) for p, o in zip(leaves, outputs, strict=True)]
+        # The small MLP runs elementwise per tensor (see per_element_outputs).
+        new_params = mlp_steps(
+            self.theta, leaves, feature_columns, time_features, lopt.exp_mult, lopt.step_mult
+        )
         return AdafacMLPLOptState(
             params=jax.tree_util.tree_unflatten(treedef, new_params),
             model_state=model_state,

@@ -7,12 +7,15 @@ every value of ``theta`` is a valid optimizer.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import optax
 
 from lopt_core.learned import LearnedOptimizer
 from lopt_core.optimizers import OptaxOptimizer, Optimizer
+from lopt_core.validation import positive_float
 
 
 class _LearnedOptaxOptimizer(OptaxOptimizer):
@@ -32,9 +35,7 @@ class _LearnedOptaxOptimizer(OptaxOptimizer):
 
 
 def _log(value: float, what: str, owner: str) -> jax.Array:
-    if not 0 < value:
-        raise ValueError(f"{owner}: {what} must be positive, got {value!r}.")
-    return jnp.log(jnp.asarray(value, jnp.float32))
+    return jnp.log(jnp.asarray(positive_float(value, what, owner=owner), jnp.float32))
 
 
 def _log_one_minus(decay: float, what: str, owner: str) -> jax.Array:
@@ -43,43 +44,63 @@ def _log_one_minus(decay: float, what: str, owner: str) -> jax.Array:
     return jnp.log(jnp.asarray(1.0 - decay, jnp.float32))
 
 
-class LearnableSGD(LearnedOptimizer):
+class _LearnableHyperParams(LearnedOptimizer):
+    """A hand-designed optimizer whose hyper-parameters ``theta`` holds in log space.
+
+    Subclasses list them in ``THETA`` and build the optimizer in ``opt_fn``;
+    ``init`` gives theta at the ``initial_*`` constructor arguments.
+    """
+
+    # (theta key, constructor argument, its map to log space), in theta's order.
+    THETA: tuple[tuple[str, str, Callable[[float, str, str], jax.Array]], ...] = ()
+
+    def __init__(self, **initial: float):
+        for arg, value in initial.items():
+            setattr(self, arg, value)
+        self.init(None)  # validates the arguments now, not mid-run
+
+    def init(self, key: jax.Array | None) -> dict[str, jax.Array]:
+        """theta at the initial values (``key`` is not used: nothing is random)."""
+        return {k: to_log(getattr(self, arg), arg, self.name) for k, arg, to_log in self.THETA}
+
+
+class LearnableSGD(_LearnableHyperParams):
     """SGD with a learned learning rate: ``theta = {"log_lr"}``."""
 
-    def __init__(self, initial_lr: float = 1e-2):
-        self.initial_lr = initial_lr
-        _log(initial_lr, "initial_lr", type(self).__name__)
+    THETA = (("log_lr", "initial_lr", _log),)
 
-    def init(self, key: jax.Array) -> dict:
-        return {"log_lr": _log(self.initial_lr, "initial_lr", self.name)}
+    def __init__(self, initial_lr: float = 1e-2):
+        super().__init__(initial_lr=initial_lr)
 
     def opt_fn(self, theta: dict, is_training: bool = False) -> Optimizer:
         return _LearnedOptaxOptimizer(optax.sgd(jnp.exp(theta["log_lr"])))
 
 
-class LearnableSGDM(LearnedOptimizer):
+class LearnableSGDM(_LearnableHyperParams):
     """SGD with momentum; learns ``log_lr`` and ``log_one_minus_momentum``."""
 
-    def __init__(self, initial_lr: float = 1e-2, initial_momentum: float = 0.9):
-        self.initial_lr = initial_lr
-        self.initial_momentum = initial_momentum
-        self.init(jax.random.PRNGKey(0))  # validates the arguments now, not mid-run
+    THETA = (
+        ("log_lr", "initial_lr", _log),
+        ("log_one_minus_momentum", "initial_momentum", _log_one_minus),
+    )
 
-    def init(self, key: jax.Array) -> dict:
-        return {
-            "log_lr": _log(self.initial_lr, "initial_lr", self.name),
-            "log_one_minus_momentum": _log_one_minus(
-                self.initial_momentum, "initial_momentum", self.name
-            ),
-        }
+    def __init__(self, initial_lr: float = 1e-2, initial_momentum: float = 0.9):
+        super().__init__(initial_lr=initial_lr, initial_momentum=initial_momentum)
 
     def opt_fn(self, theta: dict, is_training: bool = False) -> Optimizer:
         momentum = 1.0 - jnp.exp(theta["log_one_minus_momentum"])
         return _LearnedOptaxOptimizer(optax.sgd(jnp.exp(theta["log_lr"]), momentum=momentum))
 
 
-class LearnableAdam(LearnedOptimizer):
+class LearnableAdam(_LearnableHyperParams):
     """Adam whose learning rate, betas and epsilon are learned (all in log space)."""
+
+    THETA = (
+        ("log_lr", "initial_lr", _log),
+        ("log_one_minus_beta1", "initial_beta1", _log_one_minus),
+        ("log_one_minus_beta2", "initial_beta2", _log_one_minus),
+        ("log_epsilon", "initial_epsilon", _log),
+    )
 
     def __init__(
         self,
@@ -88,19 +109,12 @@ class LearnableAdam(LearnedOptimizer):
         initial_beta2: float = 0.999,
         initial_epsilon: float = 1e-8,
     ):
-        self.initial_lr = initial_lr
-        self.initial_beta1 = initial_beta1
-        self.initial_beta2 = initial_beta2
-        self.initial_epsilon = initial_epsilon
-        self.init(jax.random.PRNGKey(0))  # validates the arguments now, not mid-run
-
-    def init(self, key: jax.Array) -> dict:
-        return {
-            "log_lr": _log(self.initial_lr, "initial_lr", self.name),
-            "log_one_minus_beta1": _log_one_minus(self.initial_beta1, "initial_beta1", self.name),
-            "log_one_minus_beta2": _log_one_minus(self.initial_beta2, "initial_beta2", self.name),
-            "log_epsilon": _log(self.initial_epsilon, "initial_epsilon", self.name),
-        }
+        super().__init__(
+            initial_lr=initial_lr,
+            initial_beta1=initial_beta1,
+            initial_beta2=initial_beta2,
+            initial_epsilon=initial_epsilon,
+        )
 
     def opt_fn(self, theta: dict, is_training: bool = False) -> Optimizer:
         return _LearnedOptaxOptimizer(

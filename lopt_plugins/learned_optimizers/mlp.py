@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 
 from lopt_core.jit import BackendJit
+from lopt_core.learned import LearnedOptimizer
+from lopt_core.validation import non_negative_int, positive_int
 from lopt_plugins.learned_optimizers.features import second_moment_normalize
 
 
@@ -47,15 +49,31 @@ def init_mlp(mlp: PerElementMLP, key: jax.Array, num_features: int) -> Any:
     return _init_fn(mlp, num_features)(key)
 
 
-def check_mlp_args(owner: str, hidden_size: int, hidden_layers: int, decays: tuple) -> None:
-    """Reject hidden sizes, layer counts and decay rates that cannot work."""
-    if not isinstance(hidden_size, int) or hidden_size < 1:
-        raise ValueError(f"{owner}: hidden_size must be a positive int, got {hidden_size!r}.")
-    if not isinstance(hidden_layers, int) or hidden_layers < 0:
-        raise ValueError(f"{owner}: hidden_layers must be an int >= 0, got {hidden_layers!r}.")
+class MLPLearnedOptimizer(LearnedOptimizer):
+    """A learned optimizer whose ``theta`` is the weights of one ``PerElementMLP``.
+
+    Subclasses set ``mlp`` and ``num_features`` (its number of inputs) when constructed.
+    """
+
+    mlp: PerElementMLP
+    num_features: int
+
+    def init(self, key: jax.Array) -> Any:
+        """Flax's default initialization of ``mlp`` (see ``init_mlp``)."""
+        return init_mlp(self.mlp, key, self.num_features)
+
+
+def check_mlp_args(
+    owner: str, hidden_size: int, hidden_layers: int, decays: tuple
+) -> tuple[int, int]:
+    """``(hidden_size, hidden_layers)`` as ints; a ValueError for sizes, layer counts and
+    decay rates that cannot work."""
+    hidden_size = positive_int(hidden_size, "hidden_size", owner=owner)
+    hidden_layers = non_negative_int(hidden_layers, "hidden_layers", owner=owner)
     bad = [d for d in decays if not 0 <= d < 1]
     if bad or not decays:
         raise ValueError(f"{owner}: decays must be a non-empty tuple in [0, 1), got {decays!r}.")
+    return hidden_size, hidden_layers
 
 
 # Rows of the per-element MLP evaluated at once when a model is large: a chunk's hidden
@@ -186,3 +204,27 @@ def per_element_outputs(
                  for j in range(kernel.shape[1])]  # fmt: skip
         outputs.append(h)
     return outputs
+
+
+def mlp_steps(
+    theta: Any,
+    leaves: Sequence[jax.Array],
+    columns: Sequence[Sequence[jax.Array]],
+    shared: jax.Array,
+    exp_mult: float,
+    step_mult: float,
+) -> list[jax.Array]:
+    """The parameters after one step: ``p - d * exp(m * exp_mult) * step_mult`` per element.
+
+    ``(d, m)`` are the MLP's two outputs on each leaf's feature ``columns`` plus
+    ``shared`` inputs (``per_element_outputs``). Each new leaf keeps the dtype of
+    ``p`` (the MLP is float32; e.g. bfloat16 parameters stay bfloat16).
+    """
+    if not leaves:  # a model without parameters has nothing to update
+        return []
+    outputs = per_element_outputs(theta, columns, shared)
+    new = []
+    for p, (direction, magnitude) in zip(leaves, outputs, strict=True):
+        step = direction * jnp.exp(magnitude * exp_mult) * step_mult
+        new.append((p - step).astype(p.dtype))
+    return new

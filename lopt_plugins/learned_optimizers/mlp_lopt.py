@@ -8,14 +8,14 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from lopt_core.learned import LearnedOptimizer
 from lopt_core.optimizers import Optimizer
+from lopt_plugins.learned_optimizers._base import ThetaOptimizer
 from lopt_plugins.learned_optimizers.features import TIME_SCALES, ema, tanh_time_features
 from lopt_plugins.learned_optimizers.mlp import (
+    MLPLearnedOptimizer,
     PerElementMLP,
     check_mlp_args,
-    init_mlp,
-    per_element_outputs,
+    mlp_steps,
 )
 
 
@@ -29,7 +29,7 @@ class MLPLOptState:
     momenta: Any
 
 
-class MLPLOpt(LearnedOptimizer):
+class MLPLOpt(MLPLearnedOptimizer):
     """Per-parameter MLP optimizer.
 
     For every parameter element the inputs are the parameter, its gradient and
@@ -48,28 +48,22 @@ class MLPLOpt(LearnedOptimizer):
         step_mult: float = 1e-3,
     ):
         momentum_decays = tuple(momentum_decays)
-        check_mlp_args(type(self).__name__, hidden_size, hidden_layers, momentum_decays)
+        hidden_size, hidden_layers = check_mlp_args(
+            type(self).__name__, hidden_size, hidden_layers, momentum_decays
+        )
         self.momentum_decays = momentum_decays
         self.exp_mult = exp_mult
         self.step_mult = step_mult
         self.mlp = PerElementMLP(hidden_size, hidden_layers, num_outputs=2)
         self.num_features = 2 + len(momentum_decays) + len(TIME_SCALES)
 
-    def init(self, key: jax.Array) -> Any:
-        return init_mlp(self.mlp, key, self.num_features)
-
     def opt_fn(self, theta: Any, is_training: bool = False) -> Optimizer:
         return _MLPLOptOptimizer(self, theta)
 
 
-class _MLPLOptOptimizer(Optimizer):
-    def __init__(self, lopt: MLPLOpt, theta: Any):
-        self.lopt = lopt
-        self.theta = theta
-
-    @property
-    def name(self) -> str:
-        return "MLPLOpt"
+class _MLPLOptOptimizer(ThetaOptimizer):
+    lopt: MLPLOpt
+    lopt_name = "MLPLOpt"
 
     def init(self, params, model_state=None, num_steps=None, key=None) -> MLPLOptState:
         k = len(self.lopt.momentum_decays)
@@ -99,16 +93,9 @@ class _MLPLOptOptimizer(Optimizer):
             [p, g, *(m[..., k] for k in range(m.shape[-1]))]
             for p, g, m in zip(leaves, grads, moms, strict=True)
         ]
-
-        def step(p, out):
-            direction, magnitude = out
-            step = direction * jnp.exp(magnitude * lopt.exp_mult) * lopt.step_mult
-            return (p - step).astype(p.dtype)
-
-        new_params = []
-        if leaves:  # (a model without parameters has nothing to update)
-            outputs = per_element_outputs(self.theta, columns, time_features)
-            new_params = [step(p, o) for p, o in zip(leaves, outputs, strict=True)]
+        new_params = mlp_steps(
+            self.theta, leaves, columns, time_features, lopt.exp_mult, lopt.step_mult
+        )
         return MLPLOptState(
             params=jax.tree_util.tree_unflatten(treedef, new_params),
             model_state=model_state,

@@ -50,6 +50,8 @@ from flax import struct
 
 from lopt_core.learned import LearnedOptimizer
 from lopt_core.optimizers import Optimizer
+from lopt_core.validation import non_negative_int, positive_float
+from lopt_plugins.learned_optimizers._base import ThetaOptimizer
 from lopt_plugins.learned_optimizers.features import second_moment_normalize
 from lopt_plugins.learned_optimizers.mlp import PerElementMLP, check_mlp_args
 
@@ -121,18 +123,16 @@ class ResidualAdamLOpt(LearnedOptimizer):
         warmup_steps: int = 30,
     ):
         owner = type(self).__name__
-        check_mlp_args(owner, hidden_size, hidden_layers, (0.9,))
+        hidden_size, hidden_layers = check_mlp_args(owner, hidden_size, hidden_layers, (0.9,))
         for what, value in (("initial_beta1", initial_beta1), ("initial_beta2", initial_beta2)):
             if not isinstance(value, (int, float)) or not 0 <= value < 1:
                 raise ValueError(f"{owner}: {what} must be in [0, 1), got {value!r}.")
-        for what, value in (
-            ("initial_lr", initial_lr),
-            ("initial_epsilon", initial_epsilon),
-            ("initial_weight_decay", initial_weight_decay),
-            ("hparam_mult", hparam_mult),
-        ):
-            if not isinstance(value, (int, float)) or not 0 < value < math.inf:
-                raise ValueError(f"{owner}: {what} must be a positive number, got {value!r}.")
+        initial_lr = positive_float(initial_lr, "initial_lr", owner=owner)
+        initial_epsilon = positive_float(initial_epsilon, "initial_epsilon", owner=owner)
+        initial_weight_decay = positive_float(
+            initial_weight_decay, "initial_weight_decay", owner=owner
+        )
+        hparam_mult = positive_float(hparam_mult, "hparam_mult", owner=owner)
         if not isinstance(residual_mult, (int, float)) or not 0 <= residual_mult < math.inf:
             raise ValueError(f"{owner}: residual_mult must be >= 0, got {residual_mult!r}.")
         scales = tuple(schedule_time_scales)
@@ -142,9 +142,7 @@ class ResidualAdamLOpt(LearnedOptimizer):
                 f"got {schedule_time_scales!r}."
             )
         self.schedule_time_scales = tuple(float(x) for x in scales)
-        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
-            raise ValueError(f"{owner}: warmup_steps must be an int >= 0, got {warmup_steps!r}.")
-        self.warmup_steps = warmup_steps
+        self.warmup_steps = non_negative_int(warmup_steps, "warmup_steps", owner=owner)
         self.initial_lr = float(initial_lr)
         self.initial_beta1 = float(initial_beta1)
         self.initial_beta2 = float(initial_beta2)
@@ -218,14 +216,9 @@ class ResidualAdamLOpt(LearnedOptimizer):
         return _ResidualAdamOptimizer(self, theta)
 
 
-class _ResidualAdamOptimizer(Optimizer):
-    def __init__(self, lopt: ResidualAdamLOpt, theta: Any):
-        self.lopt = lopt
-        self.theta = theta
-
-    @property
-    def name(self) -> str:
-        return "ResidualAdamLOpt"
+class _ResidualAdamOptimizer(ThetaOptimizer):
+    lopt: ResidualAdamLOpt
+    lopt_name = "ResidualAdamLOpt"
 
     def init(self, params, model_state=None, num_steps=None, key=None) -> ResidualAdamState:
         zeros = lambda: jax.tree_util.tree_map(jnp.zeros_like, params)

@@ -25,22 +25,23 @@ from lopt_plugins.tasks.quadratics import (
 )
 
 # Registered name -> factory. Presets are classes too, so gin can set their batch_size.
+# Each is registered (and exported) under its class name.
 TASKS: dict[str, type[lopt_core.Task]] = {
-    "QuadraticTask": QuadraticTask,
-    "ImageMLPTask": ImageMLPTask,
-    "ImageConvTask": ImageConvTask,
-    "CharLMTask": CharLMTask,
+    **{cls.__name__: cls for cls in (QuadraticTask, ImageMLPTask, ImageConvTask, CharLMTask)},
     **image_mlp.PRESETS,
     **conv.PRESETS,
     **char_lm.PRESETS,
 }
 
 TASK_FAMILIES: dict[str, type[lopt_core.TaskFamily]] = {
-    "FixedDimQuadraticFamily": FixedDimQuadraticFamily,
-    "NoisyConditionedQuadraticFamily": NoisyConditionedQuadraticFamily,
-    "ImageMLPInitFamily": ImageMLPInitFamily,
-    "ImageMLPDataFamily": ImageMLPDataFamily,
-    "ImageMLPActivationFamily": ImageMLPActivationFamily,
+    cls.__name__: cls
+    for cls in (
+        FixedDimQuadraticFamily,
+        NoisyConditionedQuadraticFamily,
+        ImageMLPInitFamily,
+        ImageMLPDataFamily,
+        ImageMLPActivationFamily,
+    )
 }
 
 # Presets, importable by name: `from lopt_plugins.tasks import ImageMLP_Digits8_Relu32`.
@@ -61,18 +62,8 @@ def lopt_register(registry) -> None:
 __all__ = [
     "TASKS",
     "TASK_FAMILIES",
-    "CharLMTask",
-    "FixedDimQuadraticFamily",
     "ImageClassificationTask",
-    "ImageConvTask",
-    "ImageMLPActivationFamily",
-    "ImageMLPDataFamily",
-    "ImageMLPInitFamily",
-    "ImageMLPTask",
-    "NoisyConditionedQuadraticFamily",
-    "QuadraticTask",
     "lopt_register",
-    *image_mlp.PRESETS,
-    *conv.PRESETS,
-    *char_lm.PRESETS,
+    *TASKS,
+    *TASK_FAMILIES,
 ]

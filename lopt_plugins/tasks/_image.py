@@ -9,16 +9,19 @@ import jax
 import jax.numpy as jnp
 
 from lopt_core import Datasets, Task
+from lopt_core.validation import positive_int
 from lopt_plugins.tasks._common import (
-    IMAGE_DATASETS,
     ArgsEquality,
     activation_fn,
     classification_loss_and_aux,
     classification_normalizer,
+)
+from lopt_plugins.tasks._data import (
+    BUILTIN_DATASETS,
     extra_int,
     image_datasets,
     image_shape,
-    positive_int,
+    takes_argument,
 )
 
 Batch = dict[str, Any]
@@ -32,9 +35,11 @@ class ImageClassificationTask(ArgsEquality, Task):
     [0, 1.5] with NaN/inf mapped to 1.5. Subclasses set ``module``, a flax
     module called as ``module(images, activation)``, and ``name``.
 
-    The data is built when the task is constructed (and shared between tasks
-    through the datasets' cache); a dataset that needs files not present fails
-    then, with the datasets' error.
+    The data is built when the task is constructed, by the dataset registered
+    under the name given (and shared between tasks through the datasets'
+    cache); a dataset that needs files not present fails then, with the
+    datasets' error. Image shape and ``num_classes`` are read from the built
+    ``Datasets`` (``extra_info``, or its abstract batch for the shape).
     """
 
     module: nn.Module
@@ -56,6 +61,20 @@ class ImageClassificationTask(ArgsEquality, Task):
         self.image_shape = image_shape(self.datasets)
         self.num_classes = extra_int(self.datasets, "num_classes", type(self).__name__)
         self.batch_size = batch_size
+
+    def _set_args(
+        self, dataset: str | Datasets, architecture: tuple[str, Any], data_dir: str | None
+    ) -> None:
+        """Set ``_args`` (equality, hash, repr): the constructor's arguments in its order,
+        ``architecture`` being the ``(name, value)`` that follows ``image_size``."""
+        self._args = (
+            ("dataset", dataset),
+            ("image_size", self.image_size),
+            architecture,
+            ("activation", self.activation),
+            ("batch_size", self.batch_size),
+            ("data_dir", data_dir),
+        )
 
     def init(self, key: jax.Array) -> Any:
         """Flax's default initialization of ``module`` (lecun-normal kernels, zero biases)."""
@@ -83,11 +102,10 @@ def preset(
     """A subclass of ``base`` named ``name`` with the architecture and data fixed.
 
     Only ``batch_size`` (and ``data_dir`` for datasets read from files) stay
-    arguments, so that gin can still set them.
+    arguments, so that gin can still set them. ``fixed["dataset"]`` is a built-in
+    dataset: the signature is fixed when the class is made, before any registry.
     """
-    needs_files = IMAGE_DATASETS[fixed["dataset"]][2]
-
-    if needs_files:
+    if takes_argument(BUILTIN_DATASETS[fixed["dataset"]], "data_dir"):
 
         def __init__(self, batch_size: int = 128, data_dir: str | None = None):
             base.__init__(self, batch_size=batch_size, data_dir=data_dir, **fixed)

@@ -1,4 +1,4 @@
-"""Character-level language models (a small flax RNN) on the text dataset.
+"""Character-level language models (a small flax RNN) on a text dataset.
 
 Batches are ``{"obs": int32 [B, T], "target": int32 [B, T]}`` (the target is
 the observation shifted by one character). Loss: mean token cross-entropy;
@@ -15,13 +15,13 @@ import jax
 import jax.numpy as jnp
 
 from lopt_core import Datasets, Task
+from lopt_core.validation import positive_int
 from lopt_plugins.tasks._common import (
     ArgsEquality,
     classification_loss_and_aux,
     classification_normalizer,
-    extra_int,
-    positive_int,
 )
+from lopt_plugins.tasks._data import build_dataset, display_name, extra_int, given_datasets_tag
 
 CELLS: dict[str, type[nn.RNNCellBase]] = {"lstm": nn.LSTMCell, "gru": nn.GRUCell}
 
@@ -45,11 +45,13 @@ class CharRNN(nn.Module):
 class CharLMTask(ArgsEquality, Task):
     """A one-layer character RNN language model (``cell`` is ``"lstm"`` or ``"gru"``).
 
-    ``dataset`` is ``"text"`` (``lopt_plugins.datasets.text`` built with
-    ``batch_size``, ``sequence_length`` and ``path``) or a ``lopt_core.Datasets``
-    of text batches with ``extra_info["vocab_size"]`` (``batch_size``,
+    ``dataset`` is the name of a registered dataset (``"text"``, the built-in
+    ``lopt_plugins.datasets.text``, or a plugin's), built with ``batch_size``,
+    ``sequence_length`` and ``path`` (left out when None and the builder takes
+    no ``path``), or a ``lopt_core.Datasets`` of text batches (``batch_size``,
     ``sequence_length`` and ``path`` then play no part: the batches are the
-    Datasets'). The data is built when the task is constructed.
+    Datasets'). Either way the data needs ``extra_info["vocab_size"]``. The data
+    is built when the task is constructed.
     """
 
     def __init__(
@@ -69,22 +71,12 @@ class CharLMTask(ArgsEquality, Task):
         batch_size = positive_int(batch_size, "batch_size")
         sequence_length = positive_int(sequence_length, "sequence_length")
         if isinstance(dataset, Datasets):
-            self.datasets = dataset
-            tag = str(dataset.extra_info.get("name", "Custom"))
-            self.dataset_tag = "Text" if tag == "text" else tag
-        elif dataset == "text":
-            # Imported here: importing the tasks plugin must not import the datasets' dependencies.
-            from lopt_plugins import datasets as builtin_datasets
-
-            self.datasets = builtin_datasets.text(
-                batch_size=batch_size, sequence_length=sequence_length, path=path
-            )
-            self.dataset_tag = "Text"
+            self.datasets, self.dataset_tag = dataset, given_datasets_tag(dataset)
         else:
-            raise ValueError(
-                f"Unknown text dataset {dataset!r}; the built-in one is 'text'. Or pass a "
-                "lopt_core.Datasets of {'obs', 'target'} int32 [B, T] batches."
+            self.datasets = build_dataset(
+                dataset, "text", batch_size=batch_size, sequence_length=sequence_length, path=path
             )
+            self.dataset_tag = display_name(dataset)
         self.vocab_size = extra_int(self.datasets, "vocab_size", "CharLMTask")
         self.cell, self.hidden_size, self.embed_size = cell, hidden_size, embed_size
         self.batch_size, self.sequence_length = batch_size, sequence_length

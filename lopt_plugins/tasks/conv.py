@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 
 from lopt_core import Datasets
-from lopt_plugins.tasks._common import ACTIVATION_TAGS, positive_int_tuple
+from lopt_core.validation import positive_int_tuple
+from lopt_plugins.tasks._common import ACTIVATION_TAGS
 from lopt_plugins.tasks._image import ImageClassificationTask, preset
 
 
@@ -55,14 +56,7 @@ class ImageConvTask(ImageClassificationTask):
         self.channels = positive_int_tuple(channels, "channels", allow_empty=False)
         super().__init__(dataset, image_size, batch_size, data_dir, activation)
         self.module = ConvNet(self.channels, self.num_classes)
-        self._args = (
-            ("dataset", dataset),
-            ("image_size", self.image_size),
-            ("channels", self.channels),
-            ("activation", activation),
-            ("batch_size", self.batch_size),
-            ("data_dir", data_dir),
-        )
+        self._set_args(dataset, ("channels", self.channels), data_dir)
         channels = "x".join(str(c) for c in self.channels)
         act = "" if activation == "relu" else f"_{ACTIVATION_TAGS[activation]}"
         self.name = f"Conv_{self.dataset_tag}_{channels}{act}"

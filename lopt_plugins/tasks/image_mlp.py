@@ -14,7 +14,8 @@ import flax.linen as nn
 import jax
 
 from lopt_core import Datasets
-from lopt_plugins.tasks._common import ACTIVATION_TAGS, positive_int_tuple
+from lopt_core.validation import positive_int_tuple
+from lopt_plugins.tasks._common import ACTIVATION_TAGS
 from lopt_plugins.tasks._image import ImageClassificationTask, preset
 
 
@@ -35,11 +36,12 @@ class MLP(nn.Module):
 class ImageMLPTask(ImageClassificationTask):
     """An MLP classifier on an image dataset.
 
-    ``dataset`` is a built-in name (``digits``, ``mnist``, ``fashion_mnist``,
-    ``kmnist``, ``cifar10``) built at ``image_size`` with ``batch_size``, or a
-    ``lopt_core.Datasets`` of image batches (whose images must be ``image_size``;
-    ``batch_size`` and ``data_dir`` then play no part). ``data_dir`` is passed to
-    datasets read from files. Loss, extras and
+    ``dataset`` is the name of a registered dataset (the built-in ``digits``,
+    ``mnist``, ``fashion_mnist``, ``kmnist``, ``cifar10``, or a plugin's) built
+    at ``image_size`` with ``batch_size``, or a ``lopt_core.Datasets`` of image
+    batches (``batch_size`` and ``data_dir`` then play no part); either way its
+    images must be ``image_size``. ``data_dir`` is passed to datasets read from
+    files. Loss, extras and
     normalizer: see ``ImageClassificationTask`` (normalized loss = loss / log(classes)).
     """
 
@@ -55,14 +57,7 @@ class ImageMLPTask(ImageClassificationTask):
         self.hidden_sizes = positive_int_tuple(hidden_sizes, "hidden_sizes")
         super().__init__(dataset, image_size, batch_size, data_dir, activation)
         self.module = MLP(self.hidden_sizes, self.num_classes)
-        self._args = (
-            ("dataset", dataset),
-            ("image_size", self.image_size),
-            ("hidden_sizes", self.hidden_sizes),
-            ("activation", activation),
-            ("batch_size", self.batch_size),
-            ("data_dir", data_dir),
-        )
+        self._set_args(dataset, ("hidden_sizes", self.hidden_sizes), data_dir)
         sizes = "x".join(str(s) for s in self.hidden_sizes) or "Linear"
         self.name = f"ImageMLP_{self.dataset_tag}_{ACTIVATION_TAGS[activation]}{sizes}"
 

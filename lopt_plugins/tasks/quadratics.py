@@ -13,7 +13,8 @@ import jax
 import jax.numpy as jnp
 
 from lopt_core import Task, TaskFamily
-from lopt_plugins.tasks._common import ArgsEquality, clipped, positive_int
+from lopt_core.validation import positive_int
+from lopt_plugins.tasks._common import ArgsEquality, clipped
 
 # Quadratics may overshoot early on and recover, so they tolerate more than classifiers.
 QUADRATIC_MAX = 10.0
