@@ -195,15 +195,18 @@ def per_element_outputs(
     outputs = []
     for cols in columns:
         x = [c.astype(kernel0.dtype) for c in normalize_columns(cols)]
-        h = [bias0[j] + sum(x[k] * kernel0[k, j] for k in range(num_elements))
-             for j in range(kernel0.shape[1])]  # fmt: skip
+        h = _dense_columns(x, kernel0[:num_elements], bias0)
         for layer in layers[1:]:
-            kernel, bias = layer["kernel"], layer["bias"]
-            h = [jax.nn.relu(v) for v in h]
-            h = [bias[j] + sum(h[k] * kernel[k, j] for k in range(len(h)))
-                 for j in range(kernel.shape[1])]  # fmt: skip
+            h = _dense_columns([jax.nn.relu(v) for v in h], layer["kernel"], layer["bias"])
         outputs.append(h)
     return outputs
+
+
+def _dense_columns(x: list, kernel: jax.Array, bias: jax.Array) -> list:
+    """A dense layer on feature columns: output column j is bias[j] + sum_k x[k] * kernel[k, j]."""
+    return [
+        bias[j] + sum(x[k] * kernel[k, j] for k in range(len(x))) for j in range(kernel.shape[1])
+    ]
 
 
 def mlp_steps(
