@@ -38,7 +38,7 @@ from test_executor import (  # noqa: E402  (after the skip on purpose)
 from lopt_core.distributed import init_ray  # noqa: E402
 from lopt_core.outer.meta_train import meta_train  # noqa: E402
 
-TESTS_DIR = str(Path(__file__).resolve().parent)
+TESTS_DIR = str(Path(__file__).resolve().parents[1] / "core")  # test_executor.py
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -6,10 +6,11 @@ import re
 from pathlib import Path
 
 import pytest
+from helpers import DOCS_DIR
 
 import lopt_core
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+DOCS = DOCS_DIR
 FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE)
 
 
