@@ -1,85 +1,29 @@
-"""meta_train: resume equals an uninterrupted run, checkpoints, validation and `lopt train`."""
+"""meta_train: resume equals an uninterrupted run, checkpoints and validation.
+
+(`lopt train` is tested in tests/cli/test_commands.py.)
+"""
 
 from __future__ import annotations
 
-import functools
 import json
-import textwrap
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import assert_same_theta
+from toys import RegressionFamily, ToyLearnableAdam, ToyLearnableSGD, build_args
 
-from lopt_core import Datasets, Task, TaskFamily
-from lopt_core.outer import ConstantTruncationSchedule, TruncatedPES
 from lopt_core.outer.checkpoints import load_checkpoint
 from lopt_core.outer.meta_train import meta_train
-from lopt_plugins.learned_optimizers import LearnableAdam
-
-
-def _regression_datasets(seed: int = 0) -> Datasets:
-    """Fresh iterators of a tiny linear regression problem (one per split)."""
-    w_true = np.linspace(-1, 1, 4).astype(np.float32)
-
-    def batches(split_seed):
-        rng = np.random.default_rng(split_seed)
-        while True:
-            x = rng.normal(size=(8, 4)).astype(np.float32)
-            yield {"x": x, "y": x @ w_true + 0.1 * rng.normal(size=8).astype(np.float32)}
-
-    return Datasets(*(batches(seed * 10 + i) for i in range(4)))
-
-
-class _Regression(Task):
-    def __init__(self, scale, datasets):
-        self.scale, self.datasets = scale, datasets
-
-    def init(self, key):
-        return jax.random.normal(key, (4,))
-
-    def loss(self, params, key, batch):
-        return self.scale * jnp.mean((batch["x"] @ params - batch["y"]) ** 2)
-
-    def normalizer(self, loss):
-        return jnp.log(loss + 1e-6)
-
-
-class RegressionFamily(TaskFamily):
-    """Linear regressions whose loss scale is sampled: a data-backed family."""
-
-    def __init__(self):
-        self.datasets = _regression_datasets()
-
-    def sample(self, key):
-        return jax.random.uniform(key, (), minval=0.5, maxval=2.0)
-
-    def task_fn(self, cfg):
-        return _Regression(cfg, self.datasets)
 
 
 def _run(output_dir, family, num_steps, **kwargs):
-    return meta_train(
-        output_dir,
-        family,
-        kwargs.pop("lopt", None) or _LOPT,
-        gradient_estimator=functools.partial(TruncatedPES, trunc_length=3, std=0.05),
-        truncation_schedule=ConstantTruncationSchedule(7),
-        num_tasks=2,
-        random_initial_iteration_offset=7,
-        outer_learning_rate=0.05,
-        num_steps=num_steps,
-        progress=False,
-        **kwargs,
-    )
+    lopt = kwargs.pop("lopt", None) or _LOPT
+    args = build_args(family, lopt)
+    return meta_train(output_dir, **args, num_steps=num_steps, progress=False, **kwargs)
 
 
-_LOPT = LearnableAdam(initial_lr=0.01)
-
-
-def _assert_same_theta(a, b):
-    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7)
+_LOPT = ToyLearnableAdam(initial_lr=0.01)
 
 
 def test_resume_equals_uninterrupted_run_on_data_with_validation(tmp_path):
@@ -89,7 +33,7 @@ def test_resume_equals_uninterrupted_run_on_data_with_validation(tmp_path):
     resumed = _run(tmp_path / "split", RegressionFamily(), 10, resume=True, **kw)
 
     assert int(resumed.state.step) == int(full.state.step) == 10
-    _assert_same_theta(full.state.theta, resumed.state.theta)
+    assert_same_theta(full.state.theta, resumed.state.theta)
     full_rows = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
     split_rows = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(r)["step"] for r in split_rows] == list(range(1, 11))
@@ -139,7 +83,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes_the_run(tmp_path):
     _, header = load_checkpoint(tmp_path / "cut" / "checkpoints" / "latest.msgpack", full.state)
     assert header["step"] == 3
     resumed = _run(tmp_path / "cut", RegressionFamily(), 6, checkpoint_every=100, resume=True)
-    _assert_same_theta(full.state.theta, resumed.state.theta)
+    assert_same_theta(full.state.theta, resumed.state.theta)
 
 
 def test_output_dir_guards(tmp_path):
@@ -154,42 +98,5 @@ def test_output_dir_guards(tmp_path):
 
 def test_resume_with_another_config_is_refused(tmp_path):
     _run(tmp_path, RegressionFamily(), 2)
-    from lopt_plugins.learned_optimizers import LearnableSGD
-
     with pytest.raises(ValueError, match="does not match|expects"):
-        _run(tmp_path, RegressionFamily(), 4, resume=True, lopt=LearnableSGD())
-
-
-def test_lopt_train_cli_writes_a_resumable_run(tmp_path, monkeypatch):
-    from lopt_core.cli import main
-
-    config = tmp_path / "tiny.gin"
-    config.write_text(
-        textwrap.dedent(
-            """
-            meta_train.task_family = @FixedDimQuadraticFamily()
-            FixedDimQuadraticFamily.dim = 3
-            meta_train.learned_optimizer = @LearnableSGD()
-            meta_train.truncation_schedule = @ConstantTruncationSchedule()
-            ConstantTruncationSchedule.length = 6
-            meta_train.gradient_estimator = @TruncatedPES
-            TruncatedPES.trunc_length = 3
-            meta_train.num_tasks = 2
-            meta_train.num_steps = 4
-            meta_train.checkpoint_every = 2
-            """
-        )
-    )
-    out = tmp_path / "run"
-    assert main(["train", str(config), "-o", str(out), "--no-progress"]) == 0
-    assert (out / "checkpoints" / "latest.msgpack").is_file()
-    assert "meta_train.num_steps = 4" in (out / "operative_config.gin").read_text()
-    assert len((out / "metrics.jsonl").read_text().splitlines()) == 4
-    # Continue the run further from its checkpoint with a command-line override.
-    args = ["train", str(config), "-o", str(out), "--resume", "--no-progress"]
-    assert main(args + ["-p", "meta_train.num_steps = 6"]) == 0
-    rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
-    # Starting over in the same folder without --resume is refused, with advice.
-    with pytest.raises(FileExistsError, match="--resume"):
-        main(["train", str(config), "-o", str(out), "--no-progress"])
+        _run(tmp_path, RegressionFamily(), 4, resume=True, lopt=ToyLearnableSGD())
