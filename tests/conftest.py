@@ -1,4 +1,5 @@
-"""Shared fixtures: a fresh plugin registry and gin config, and real throwaway plugin packages."""
+"""Shared fixtures: a fresh plugin registry and gin config, an empty dataset cache, and real
+throwaway plugin packages."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
 import gin  # noqa: E402  (after XLA_FLAGS on purpose)
 import pytest  # noqa: E402
 
+from lopt_core.datasets import clear_dataset_cache
 from lopt_core.registry import ENV_DISABLE_AUTOLOAD, ENV_PLUGINS, ENV_STRICT, reset_registry
 
 
@@ -30,6 +32,14 @@ def fresh_registry(monkeypatch):
     yield
     reset_registry()
     gin.clear_config()
+
+
+@pytest.fixture
+def fresh_cache():
+    """No datasets cached by dataset_lru_cache, before and after: builders really build."""
+    clear_dataset_cache()
+    yield
+    clear_dataset_cache()
 
 
 @pytest.fixture

@@ -3,16 +3,17 @@ guard, compiling once, and a short meta-training run that must make progress."""
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import toys
+from helpers import fast_jit, flat
+from toys import ToyLearnableAdam, ToyLearnableSGD, ToyLearnableSGDM
 
 import lopt_core
-from lopt_core import Datasets, Task, TaskFamily
+from lopt_core import Datasets, Task
 from lopt_core.outer import (
     ConstantTruncationSchedule,
     FullES,
@@ -23,59 +24,26 @@ from lopt_core.outer import (
     TruncatedPES,
     VectorizedLOptTruncatedStep,
 )
-from lopt_plugins.learned_optimizers import LearnableAdam, LearnableSGD, LearnableSGDM
 
 KEY = jax.random.PRNGKey(0)
-# Compiling dominates these tests' time; XLA's backend at -O0 compiles ~2.5x faster.
-fast_jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
 DIM = 4
 tree_map = jax.tree_util.tree_map
 
 
-def flat(tree) -> np.ndarray:
-    return np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(tree)])
-
-
-class Quadratic(Task):
+def quadratic_family(dim: int = DIM) -> toys.QuadraticFamily:
     """``sum(scale * (x - target)^2)`` from a random start, meta-loss ``log(loss)``."""
-
-    def __init__(self, cfg):
-        self.cfg = cfg
-
-    def init(self, key):
-        return jax.random.normal(key, (self.cfg["target"].shape[-1],))
-
-    def loss(self, params, key, batch):
-        return jnp.sum(self.cfg["scale"] * jnp.square(params - self.cfg["target"]))
-
-    def normalizer(self, loss):
-        return jnp.log(loss)
-
-
-class QuadraticFamily(TaskFamily):
-    def __init__(self, dim: int = DIM):
-        self.dim = dim
-
-    def sample(self, key):
-        k1, k2 = jax.random.split(key)
-        return {
-            "target": jax.random.normal(k1, (self.dim,)),
-            "scale": jnp.exp(jax.random.uniform(k2, (self.dim,), minval=-1.0, maxval=1.0)),
-        }
-
-    def task_fn(self, cfg):
-        return Quadratic(cfg)
+    return toys.QuadraticFamily(dim, scale_range=(-1.0, 1.0), log_scale=True)
 
 
 # Exact arithmetic of apply_gradients, on hand-made estimates ---------------------------------
 
 # log_lr = 0: float32 resolves small changes of theta exactly around zero.
-LOPT = LearnableSGD(initial_lr=1.0)
+LOPT = ToyLearnableSGD(initial_lr=1.0)
 
 
 def make_learner(estimators=None, lopt=LOPT, **kwargs):
     if estimators is None:
-        ts = VectorizedLOptTruncatedStep(QuadraticFamily(), lopt, ConstantTruncationSchedule(4), 2)
+        ts = VectorizedLOptTruncatedStep(quadratic_family(), lopt, ConstantTruncationSchedule(4), 2)
         estimators = [TruncatedGrad(ts, trunc_length=2)]
     return GradientLearner(lopt, estimators, **kwargs)
 
@@ -171,7 +139,7 @@ def data_learner(estimator_fns, lopt, **kwargs):
 
 
 def test_update_compiles_once_and_skips_a_nan_meta_loss():
-    lopt = LearnableSGD(initial_lr=0.05)
+    lopt = ToyLearnableSGD(initial_lr=0.05)
     learner = data_learner([lambda ts: TruncatedGrad(ts, trunc_length=2)], lopt,
                            outer_optimizer=optax.adam(0.05))  # fmt: skip
     state = learner.init(KEY)
@@ -207,8 +175,8 @@ def test_update_compiles_once_and_skips_a_nan_meta_loss():
 
 def test_update_averages_the_estimators_gradients():
     """Deterministic estimators (TruncatedGrad on data-free quadratics) make this exact."""
-    lopt = LearnableSGDM(initial_lr=0.02)  # two meta-parameters, a small graph to compile
-    family = QuadraticFamily()
+    lopt = ToyLearnableSGDM(initial_lr=0.02)  # two meta-parameters, a small graph to compile
+    family = quadratic_family()
     ts_a = VectorizedLOptTruncatedStep(family, lopt, ConstantTruncationSchedule(8), 2)
     ts_b = VectorizedLOptTruncatedStep(family, lopt, ConstantTruncationSchedule(8), 3)
     est_a, est_b = TruncatedGrad(ts_a, trunc_length=3), TruncatedGrad(ts_b, trunc_length=5)
@@ -226,8 +194,8 @@ def test_update_averages_the_estimators_gradients():
 
 
 def test_estimators_with_different_metrics_can_be_combined():
-    lopt = LearnableSGD(initial_lr=0.05)
-    ts = VectorizedLOptTruncatedStep(QuadraticFamily(), lopt, ConstantTruncationSchedule(4), 2)
+    lopt = ToyLearnableSGD(initial_lr=0.05)
+    ts = VectorizedLOptTruncatedStep(quadratic_family(), lopt, ConstantTruncationSchedule(4), 2)
     pes, full_es = TruncatedPES(ts, trunc_length=2), FullES(ts)
     learner = GradientLearner(lopt, [pes, full_es])
     state = learner.init(KEY)
@@ -243,9 +211,9 @@ def test_estimators_with_different_metrics_can_be_combined():
 
 
 def test_meta_training_learnable_adam_lowers_the_meta_loss():
-    lopt = LearnableAdam(initial_lr=1e-2)
+    lopt = ToyLearnableAdam(initial_lr=1e-2)
     ts = VectorizedLOptTruncatedStep(
-        QuadraticFamily(dim=10), lopt, ConstantTruncationSchedule(100), num_tasks=4,
+        quadratic_family(dim=10), lopt, ConstantTruncationSchedule(100), num_tasks=4,
         random_initial_iteration_offset=100,
     )  # fmt: skip
     learner = GradientLearner(lopt, [TruncatedPES(ts, trunc_length=20, std=0.01)],
@@ -267,7 +235,7 @@ def test_meta_training_learnable_adam_lowers_the_meta_loss():
 
 
 def test_a_single_estimator_need_not_be_in_a_list():
-    ts = VectorizedLOptTruncatedStep(QuadraticFamily(), LOPT, ConstantTruncationSchedule(4), 2)
+    ts = VectorizedLOptTruncatedStep(quadratic_family(), LOPT, ConstantTruncationSchedule(4), 2)
     learner = GradientLearner(LOPT, TruncatedGrad(ts, 2))
     assert len(learner.estimators) == 1
 
@@ -277,13 +245,13 @@ def test_a_single_estimator_need_not_be_in_a_list():
     [
         (lambda ts: GradientLearner(LOPT, []), ValueError, "at least one"),
         (lambda ts: GradientLearner(LOPT, [ts]), TypeError, "GradientEstimator"),
-        (lambda ts: GradientLearner(LearnableSGD(), [TruncatedGrad(ts)]), ValueError, "same"),
+        (lambda ts: GradientLearner(ToyLearnableSGD(), [TruncatedGrad(ts)]), ValueError, "same"),
         (lambda ts: GradientLearner(LOPT, [TruncatedGrad(ts)], max_grad_norm=0), ValueError,
          "max_grad_norm"),
     ],
 )  # fmt: skip
 def test_bad_arguments_raise_clearly(make, error, match):
-    ts = VectorizedLOptTruncatedStep(QuadraticFamily(), LOPT, ConstantTruncationSchedule(4), 2)
+    ts = VectorizedLOptTruncatedStep(quadratic_family(), LOPT, ConstantTruncationSchedule(4), 2)
     with pytest.raises(error, match=match):
         make(ts)
 
@@ -293,8 +261,8 @@ def test_diverging_inner_problems_restart_instead_of_freezing_meta_training():
 
     # lr 3 on scales up to e: p <- p - 6 * scale * p diverges within a few dozen steps, and
     # with a never-ending schedule nothing but divergence can restart a problem.
-    lopt = LearnableSGD(initial_lr=3.0)
-    ts = VectorizedLOptTruncatedStep(QuadraticFamily(), lopt, NeverEndingTruncationSchedule(), 2)
+    lopt = ToyLearnableSGD(initial_lr=3.0)
+    ts = VectorizedLOptTruncatedStep(quadratic_family(), lopt, NeverEndingTruncationSchedule(), 2)
     learner = GradientLearner(lopt, [TruncatedPES(ts, trunc_length=10, std=0.01)],
                               outer_optimizer=optax.sgd(0.1))  # fmt: skip
     state = learner.init(KEY)

@@ -1,14 +1,15 @@
-"""Evaluation: curves reproduce training, LR tuning (inner_valid only), plots, `lopt eval`."""
+"""Evaluation: curves reproduce training, LR tuning (inner_valid only), plots.
+
+(`lopt eval` is tested in tests/cli/test_commands.py.)
+"""
 
 from __future__ import annotations
-
-import json
-import textwrap
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from toys import QuadraticFamily, ToyLearnableSGD
 
 from lopt_core import SGD, Adam, Datasets, Task, train
 from lopt_core.evaluation import (
@@ -134,11 +135,8 @@ def test_plot_is_a_png_with_one_curve_per_optimizer(tmp_path, monkeypatch):
 
 
 def test_multi_task_curves_accept_learned_optimizers():
-    from lopt_plugins.learned_optimizers import LearnableSGD
-    from lopt_plugins.tasks import FixedDimQuadraticFamily
-
-    lopt = LearnableSGD(initial_lr=0.1)
-    family = FixedDimQuadraticFamily(4)
+    lopt = ToyLearnableSGD(initial_lr=0.1)
+    family = QuadraticFamily(4)
     key = jax.random.PRNGKey(0)
     learned = multi_task_training_curves(
         family, lopt, key, 3, 6, theta=lopt.init(key), name="learned"
@@ -146,48 +144,3 @@ def test_multi_task_curves_accept_learned_optimizers():
     plain = multi_task_training_curves(family, SGD(0.1), key, 3, 6)
     np.testing.assert_allclose(learned.train_loss, plain.train_loss, rtol=1e-5)
     assert learned.name == "learned"
-
-
-def test_lopt_eval_end_to_end_on_a_tiny_run(tmp_path, capsys):
-    from lopt_core.cli import main
-
-    config = tmp_path / "tiny.gin"
-    config.write_text(
-        textwrap.dedent(
-            """
-            meta_train.task_family = @FixedDimQuadraticFamily()
-            FixedDimQuadraticFamily.dim = 3
-            meta_train.learned_optimizer = @LearnableSGD()
-            LearnableSGD.initial_lr = 0.05
-            meta_train.truncation_schedule = @ConstantTruncationSchedule()
-            ConstantTruncationSchedule.length = 10
-            meta_train.gradient_estimator = @TruncatedPES
-            TruncatedPES.trunc_length = 5
-            meta_train.num_tasks = 2
-            meta_train.num_steps = 4
-            meta_train.validate_every = 2
-            meta_train.validation_tasks = 2
-            """
-        )
-    )
-    run = tmp_path / "run"
-    assert main(["train", str(config), "-o", str(run), "--no-progress"]) == 0
-    capsys.readouterr()
-    assert main(["eval", str(run), "--seeds", "2", "--task", "QuadraticTask", "--no-progress"]) == 0
-    table = capsys.readouterr().out
-    assert "| LearnableSGD |" in table and "| Adam lr=1e-3 |" in table
-    assert "Adam tuned lr=" in table and "SGDM tuned lr=" in table
-    assert "| optimizer | 10 steps | 20 steps |" in table
-    report = json.loads((run / "eval.json").read_text())
-    assert report["checkpoint"] == "best"
-    assert [t["name"] for t in report["targets"]] == [
-        "FixedDimQuadraticFamily_Dim3 (held-out tasks)",
-        "QuadraticTask_Dim10",
-    ]
-    for target in report["targets"]:
-        assert (run / target["plot"]).read_bytes()[:4] == b"\x89PNG"
-        assert len(target["rows"]) == 4
-        assert all(len(r["test_loss_at_horizon"]) == 2 for r in target["rows"])
-    # Not a run folder: a clear error.
-    with pytest.raises(FileNotFoundError, match="not a lopt run folder"):
-        main(["eval", str(tmp_path)])

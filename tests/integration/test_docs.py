@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
+from helpers import DOCS_DIR
 
 import lopt_core
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+DOCS = DOCS_DIR
 FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE)
 
 
@@ -38,15 +38,8 @@ def test_python_blocks_are_extracted_in_order(tmp_path):
     assert run_blocks(doc)["y"] == 2
 
 
-@pytest.fixture
-def fresh_dataset_cache():
-    # The tutorial's builder must really build, not reuse another test's datasets.
-    lopt_core.clear_dataset_cache()
-    yield
-    lopt_core.clear_dataset_cache()
-
-
-def test_custom_tasks_tutorial_runs(fresh_dataset_cache):
+def test_custom_tasks_tutorial_runs(fresh_cache):
+    # (fresh_cache: the tutorial's builder must really build, not reuse another test's datasets.)
     path = DOCS / "custom_tasks.md"
     blocks = python_blocks(path)
     assert len(blocks) >= 10, "the tutorial lost its code blocks"

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import jax
 import pytest
+from helpers import DOCS_DIR, FIXTURES_DIR
 
 import lopt_core
 from lopt_core import cli, gin_config
@@ -24,7 +25,7 @@ from lopt_core.registry import get_registry, reset_registry
 
 pytestmark = pytest.mark.usefixtures("fresh_registry")
 
-EXAMPLE = Path(__file__).parent / "fixtures" / "lopt_example_plugin"
+EXAMPLE = FIXTURES_DIR / "lopt_example_plugin"
 EXAMPLE_DIST = "lopt-example-plugin"
 
 
@@ -205,7 +206,7 @@ def test_example_plugin_end_to_end(tmp_path, capsys):
 
 def test_docs_show_the_example_plugin_verbatim():
     """docs/plugins.md's worked example is this package: its files must appear unchanged."""
-    doc = (Path(__file__).parents[1] / "docs" / "plugins.md").read_text()
+    doc = (DOCS_DIR / "plugins.md").read_text()
     for name in ("pyproject.toml", "example.gin", "lopt_example_plugin/plugin.py",
                  "lopt_example_plugin/regression.py"):  # fmt: skip
         assert (EXAMPLE / name).read_text() in doc, f"docs/plugins.md is out of date with {name}"

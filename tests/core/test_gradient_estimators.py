@@ -13,9 +13,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import fast_jit, flat
+from toys import QuadraticFamily, RegressionFamily, ToyLearnableAdam
 
 import lopt_core
-from lopt_core import Datasets, Task, TaskFamily
 from lopt_core.outer import (
     ConstantTruncationSchedule,
     EmptyWorkerState,
@@ -28,10 +29,7 @@ from lopt_core.outer import (
     sample_perturbations,
 )
 from lopt_core.outer.gradient_estimators import _jitted_estimate
-from lopt_plugins.learned_optimizers import LearnableAdam
 
-# Compiling dominates these tests' time; XLA's backend at -O0 compiles ~2.5x faster.
-fast_jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
 tree_map = jax.tree_util.tree_map
 KEY = jax.random.PRNGKey(0)
 DIM = 4
@@ -39,36 +37,9 @@ H = 6  # the inner horizon of most tests
 NUM_TASKS = 4
 
 
-class Quadratic(Task):
-    """``sum(scale * (x - target)^2)`` from a random start; meta-loss is its log."""
-
-    def __init__(self, cfg):
-        self.cfg = cfg
-
-    def init(self, key):
-        return jax.random.normal(key, (DIM,))
-
-    def loss(self, params, key, batch):
-        return jnp.sum(self.cfg["scale"] * jnp.square(params - self.cfg["target"]))
-
-    def normalizer(self, loss):
-        return jnp.log(loss)
-
-
-class QuadraticFamily(TaskFamily):
-    def sample(self, key):
-        k1, k2 = jax.random.split(key)
-        return {
-            "target": jax.random.normal(k1, (DIM,)),
-            "scale": jax.random.uniform(k2, (DIM,), minval=0.5, maxval=2.0),
-        }
-
-    def task_fn(self, cfg):
-        return Quadratic(cfg)
-
-
-FAMILY = QuadraticFamily()
-LOPT = LearnableAdam(initial_lr=0.03, initial_beta1=0.5)
+# ``sum(scale * (x - target)^2)`` from a random start; meta-loss is its log.
+FAMILY = QuadraticFamily(DIM, scale_range=(0.5, 2.0))
+LOPT = ToyLearnableAdam(initial_lr=0.03, initial_beta1=0.5)
 THETA = LOPT.init(KEY)
 
 
@@ -112,10 +83,6 @@ def _jitted_init_state(ts):
 
 def init_state(ts, theta, key, task_ids, theta_axis=None):
     return _jitted_init_state(ts)(theta, key, task_ids, theta_axis=theta_axis)
-
-
-def flat(tree) -> np.ndarray:
-    return np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(tree)])
 
 
 def cosine(a, b) -> float:
@@ -312,29 +279,9 @@ def test_pes_accumulator_sums_perturbations_and_resets_when_a_problem_restarts()
 # Data-backed families, jitting, and argument checks ----------------------------------------
 
 
-def regression_family():
-    rng = np.random.default_rng(0)
-
-    def batches():
-        while True:
-            x = rng.normal(size=(8, DIM)).astype(np.float32)
-            yield {"x": x, "y": x.sum(axis=1)}
-
-    class Regression(Task):
-        datasets = Datasets(batches(), batches(), batches(), batches())
-
-        def init(self, key):
-            return jnp.zeros((DIM,))
-
-        def loss(self, params, key, batch):
-            return jnp.mean(jnp.square(batch["x"] @ params - batch["y"]))
-
-    return lopt_core.single_task_to_family(Regression())
-
-
 def test_pes_on_a_data_backed_family_compiles_once():
     # (TruncatedGrad's data path is covered by test_learner.)
-    ts = VectorizedLOptTruncatedStep(regression_family(), LOPT, ConstantTruncationSchedule(5), 2)
+    ts = VectorizedLOptTruncatedStep(RegressionFamily(), LOPT, ConstantTruncationSchedule(5), 2)
     est = TruncatedPES(ts, 3)
     counters = lopt_core.datasets.count_draws(ts.task_family.datasets)
     ws = est.init_worker_state(THETA, KEY)

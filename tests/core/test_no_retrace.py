@@ -12,9 +12,9 @@ import jax
 import jax.numpy as jnp
 import optax
 import pytest
+from toys import QuadraticFamily, ToyLearnableAdam
 
 import lopt_core
-from lopt_core import Task, TaskFamily
 from lopt_core.outer import (
     ConstantTruncationSchedule,
     FullES,
@@ -22,32 +22,8 @@ from lopt_core.outer import (
     TruncatedPES,
     VectorizedLOptTruncatedStep,
 )
-from lopt_plugins.learned_optimizers import LearnableAdam
 
 DIM = 3
-
-
-class Quadratic(Task):
-    datasets = None
-
-    def __init__(self, cfg):
-        self.cfg = cfg
-
-    def init(self, key):
-        return jax.random.normal(key, (DIM,))
-
-    def loss(self, params, key, batch):
-        return jnp.sum(jnp.square(params - self.cfg["target"]))
-
-
-class QuadraticFamily(TaskFamily):
-    datasets = None
-
-    def sample(self, key):
-        return {"target": jax.random.normal(key, (DIM,))}
-
-    def task_fn(self, cfg):
-        return Quadratic(cfg)
 
 
 @pytest.fixture
@@ -65,7 +41,7 @@ def compilations():
 
 
 def test_outer_steps_compile_once_and_never_transfer(compilations):
-    family, lopt = QuadraticFamily(), LearnableAdam(initial_lr=0.05)
+    family, lopt = QuadraticFamily(DIM), ToyLearnableAdam(initial_lr=0.05)
     step = VectorizedLOptTruncatedStep(
         family, lopt, ConstantTruncationSchedule(4), num_tasks=2, random_initial_iteration_offset=4
     )
@@ -91,7 +67,7 @@ def test_outer_steps_compile_once_and_never_transfer(compilations):
 
 
 def test_train_family_with_new_keys_and_theta_compiles_once_and_never_transfers(compilations):
-    family, lopt = QuadraticFamily(), LearnableAdam(initial_lr=0.05)
+    family, lopt = QuadraticFamily(DIM), ToyLearnableAdam(initial_lr=0.05)
     theta = lopt.init(jax.random.PRNGKey(0))
     first = lopt_core.train_family(family, lopt, jax.random.PRNGKey(1), 4, 6, theta=theta)
     faster = dict(theta, log_lr=theta["log_lr"] + 1.0)  # (eager ops compile kernels too)
@@ -102,51 +78,6 @@ def test_train_family_with_new_keys_and_theta_compiles_once_and_never_transfers(
         jax.block_until_ready(second)
     assert compilations == []
     assert not jnp.allclose(first.train_loss, second.train_loss)
-
-
-# lopt's compile options (CPU: XLA backend optimization level 2). The suite itself
-# compiles with --xla_backend_optimization_level=0 in XLA_FLAGS, which overrides them;
-# this runs a fresh process without that flag, so the options are really in force.
-_OPTIONS_SCRIPT = """
-import jax, optax
-from lopt_core.training import compiler_options
-from lopt_core.outer import (
-    ConstantTruncationSchedule, GradientLearner, TruncatedPES, VectorizedLOptTruncatedStep,
-)
-from lopt_plugins.learned_optimizers import MLPLOpt
-from lopt_plugins.tasks import FixedDimQuadraticFamily
-assert compiler_options() == {"xla_backend_optimization_level": 2}, compiler_options()
-lopt = MLPLOpt(hidden_size=4)
-family, schedule = FixedDimQuadraticFamily(2), ConstantTruncationSchedule(4)
-step = VectorizedLOptTruncatedStep(family, lopt, schedule, 2)
-learner = GradientLearner(lopt, [TruncatedPES(step, trunc_length=2)], optax.adam(1e-3))
-# Functions compiled with options must also work inside a caller's jit and vmap.
-state = jax.jit(learner.init)(jax.random.PRNGKey(0))
-jax.vmap(lopt.init)(jax.random.split(jax.random.PRNGKey(1), 2))
-for i in range(2):
-    state, metrics = learner.update(state, jax.random.PRNGKey(i))
-assert learner._update_jit._cache_size() == 1
-print("OK", float(metrics["meta_loss"]))
-"""
-
-
-def test_compile_options_are_used_and_nest_inside_a_callers_jit():
-    import os
-    import subprocess
-    import sys
-
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "LOPT_CPU_BACKEND_OPT_LEVEL")
-    }
-    env["JAX_PLATFORMS"] = "cpu"
-    proc = subprocess.run(
-        [sys.executable, "-c", _OPTIONS_SCRIPT],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
 
 
 def test_compiler_options_follow_the_environment(monkeypatch):

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import FAST_COMPILE, toy_params_and_grads
 
 from lopt_core import get_registry
 from lopt_core.learned import LearnedOptimizer
@@ -18,23 +19,16 @@ from lopt_plugins.learned_optimizers import ResidualAdamLOpt
 from lopt_plugins.learned_optimizers.residual_adam import HPARAMS, SCHEDULE_TIME_SCALES
 
 KEY = jax.random.PRNGKey(0)
-# Compiling dominates these tests' time; XLA's backend at -O0 compiles ~2.5x faster.
-FAST_COMPILE = {"xla_backend_optimization_level": 0}
 tree_map = jax.tree_util.tree_map
+
+
+def bfloat16_tensor(key):
+    return {"t": (0.1 * jax.random.normal(key, (2, 2, 2))).astype(jnp.bfloat16)}
 
 
 def params_and_grads(n: int = 4, bfloat16: bool = False):
     """A vector and a matrix (and a bfloat16 tensor), and ``n`` stacked gradients for them."""
-    k = jax.random.split(jax.random.PRNGKey(1), 4)
-    params = {"b": jax.random.normal(k[0], (3,)), "w": jax.random.normal(k[1], (3, 2))}
-    if bfloat16:
-        params["t"] = (0.1 * jax.random.normal(k[2], (2, 2, 2))).astype(jnp.bfloat16)
-    grads = [
-        tree_map(
-            lambda p, i=i: jax.random.normal(jax.random.fold_in(k[3], i), p.shape, p.dtype), params
-        )
-        for i in range(n)
-    ]
+    params, grads = toy_params_and_grads(n, bfloat16_tensor if bfloat16 else None)
     return params, tree_map(lambda *g: jnp.stack(g), *grads)
 
 

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import sample_tasks_jitted
 
 import lopt_core
 from lopt_plugins.tasks import (
@@ -15,11 +16,6 @@ from lopt_plugins.tasks import (
 )
 
 KEY = jax.random.PRNGKey(0)
-
-
-def _sample(family: lopt_core.TaskFamily, n: int):
-    """``n`` cfgs of ``family``, sampled in one compiled call (eager vmap compiles op by op)."""
-    return jax.jit(family.sample_tasks, static_argnums=1)(KEY, n)
 
 
 def test_quadratic_task_init_loss_and_adam_decrease():
@@ -49,7 +45,7 @@ def test_quadratic_task_equality_and_errors():
 
 def test_fixed_dim_family_trains_8_tasks_in_one_call():
     family = FixedDimQuadraticFamily(dim=10)
-    cfgs = _sample(family, 8)
+    cfgs = sample_tasks_jitted(family, 8)
     assert cfgs["target"].shape == (8, 10)
     result = lopt_core.train_family(family, lopt_core.Adam(0.1), KEY, num_tasks=8, num_steps=50)
     losses = np.asarray(result.inner_valid_loss)
@@ -63,7 +59,7 @@ def test_conditioned_family_samples():
     family = NoisyConditionedQuadraticFamily(
         dim=6, min_log10_condition=1.0, max_log10_condition=2.0
     )
-    cfgs = _sample(family, 16)
+    cfgs = sample_tasks_jitted(family, 16)
     eig = np.asarray(cfgs["eigenvalues"])
     np.testing.assert_allclose(eig[:, 0], 1.0)
     condition = eig[:, 0] / eig[:, -1]
@@ -112,7 +108,7 @@ def test_conditioned_normalizer_is_about_one_at_init():
         return task.normalizer(task.loss(task.init(init_key), loss_key, None))
 
     keys = jax.random.split(KEY, 64)
-    values = np.asarray(jax.vmap(normalized_init_loss)(_sample(family, 64), keys))
+    values = np.asarray(jax.vmap(normalized_init_loss)(sample_tasks_jitted(family, 64), keys))
     # E[loss / trace(A)] = 1 + noise_std**2 / 2 with noise_std ~ U[0, 1]: about 1.17.
     assert 0.8 < values.mean() < 1.6
     assert np.all(values > 0)

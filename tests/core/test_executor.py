@@ -4,127 +4,43 @@ A synchronous pool equals the fused single-process path (same keys, same
 batches), workers reading their own copies of the data skip to the batches the
 single-process run would give them, asynchronous pools respect the staleness
 bound, lost jobs are sent again, and checkpoints without worker states continue
-in either executor. The Ray tests (test_ray_meta_train.py) reuse the recipes here.
+in either executor. The recipes are tests/toys.py's, which the Ray tests
+(tests/distributed/test_ray_meta_train.py) run too.
 """
 
 from __future__ import annotations
 
-import functools
-import json
 import shutil
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import assert_same_theta, checkpoint_header, flat, metric_rows
+from toys import (
+    RECIPE_LOPT,
+    RECIPES,
+    RegressionFamily,
+    build_args,
+    quadratic_recipe,
+    regression_recipe,
+)
 
-from lopt_core import Datasets, Task, TaskFamily
+from lopt_core import meta_train
 from lopt_core.keys import INIT, tagged
 from lopt_core.outer import (
-    ConstantTruncationSchedule,
     GradientWorker,
     InProcessWorkers,
     LocalExecutor,
     PoolExecutor,
-    TruncatedPES,
     WorkerJob,
     WorkerLost,
     WorkersFailed,
+    build_learner,
 )
-from lopt_core.outer.checkpoints import load_checkpoint
-from lopt_core.outer.meta_train import build_learner, meta_train
-from lopt_plugins.learned_optimizers import LearnableSGDM
-from lopt_plugins.tasks import FixedDimQuadraticFamily
 
 KEY = jax.random.PRNGKey(0)
 INIT_KEY = tagged(KEY, INIT)  # what meta_train initializes with (seed 0)
-
-
-# A data-backed family that builds its own iterators on every construction, as a
-# family built in another process (a Ray actor) does.
-
-
-def regression_datasets() -> Datasets:
-    w_true = np.linspace(-1, 1, 4).astype(np.float32)
-
-    def batches(split_seed):
-        rng = np.random.default_rng(split_seed)
-        while True:
-            x = rng.normal(size=(8, 4)).astype(np.float32)
-            yield {"x": x, "y": x @ w_true + 0.1 * rng.normal(size=8).astype(np.float32)}
-
-    return Datasets(*(batches(i) for i in range(4)))
-
-
-class Regression(Task):
-    def __init__(self, scale, datasets):
-        self.scale, self.datasets = scale, datasets
-
-    def init(self, key):
-        return jax.random.normal(key, (4,))
-
-    def loss(self, params, key, batch):
-        return self.scale * jnp.mean((batch["x"] @ params - batch["y"]) ** 2)
-
-    def normalizer(self, loss):
-        return jnp.log(loss + 1e-6)
-
-
-class RegressionFamily(TaskFamily):
-    """Linear regressions with a sampled loss scale, on fresh data iterators."""
-
-    def __init__(self):
-        self.datasets = regression_datasets()
-
-    def sample(self, key):
-        return jax.random.uniform(key, (), minval=0.5, maxval=2.0)
-
-    def task_fn(self, cfg):
-        return Regression(cfg, self.datasets)
-
-
-LOPT = LearnableSGDM(initial_lr=0.01)
-
-
-def build_args(family: TaskFamily) -> dict:
-    return dict(
-        task_family=family,
-        learned_optimizer=LOPT,
-        gradient_estimator=functools.partial(TruncatedPES, trunc_length=3, std=0.05),
-        truncation_schedule=ConstantTruncationSchedule(7),
-        num_tasks=2,
-        random_initial_iteration_offset=7,
-        outer_learning_rate=0.05,
-    )
-
-
-def quadratic_recipe() -> dict:
-    """Build arguments of a data-free run (a module-level function: Ray actors import it)."""
-    return build_args(FixedDimQuadraticFamily(3))
-
-
-def regression_recipe() -> dict:
-    """Build arguments of a data-backed run, with data iterators of its own."""
-    return build_args(RegressionFamily())
-
-
-RECIPES = {"data-free": quadratic_recipe, "data-backed": regression_recipe}
-
-
-def metric_rows(run_dir) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
-def flat(tree) -> np.ndarray:
-    return np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(tree)])
-
-
-def assert_same_theta(a, b):
-    np.testing.assert_allclose(flat(a), flat(b), rtol=1e-6, atol=1e-7)
-
-
-def header(run_dir, state) -> dict:
-    return load_checkpoint(run_dir / "checkpoints" / "latest.msgpack", state)[1]
+LOPT = RECIPE_LOPT
 
 
 # Synchronous pools equal the fused path -------------------------------------------------------
@@ -143,8 +59,8 @@ def test_sync_worker_pool_equals_the_fused_single_process_run(tmp_path, family):
     assert (tmp_path / "pool" / "validation.jsonl").read_text() == (
         tmp_path / "fused" / "validation.jsonl"
     ).read_text()
-    fused_header = header(tmp_path / "fused", fused.state)
-    pool_header = header(tmp_path / "pool", pool.state)
+    fused_header = checkpoint_header(tmp_path / "fused", fused.state)
+    pool_header = checkpoint_header(tmp_path / "pool", pool.state)
     assert pool_header["batches_drawn"] == fused_header["batches_drawn"]
     assert fused_header["worker_states"] and not pool_header["worker_states"]
     assert pool.state.worker_states == () and len(fused.state.worker_states) == 2

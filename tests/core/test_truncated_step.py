@@ -9,6 +9,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import toys
+from helpers import FAST_COMPILE
+from toys import Quadratic, ToyLearnableSGD
 
 import lopt_core
 from lopt_core import Datasets, Task, TaskFamily
@@ -18,48 +21,25 @@ from lopt_core.outer import (
     NeverEndingTruncationSchedule,
     VectorizedLOptTruncatedStep,
 )
-from lopt_plugins.learned_optimizers import LearnableSGD
 
 KEY = jax.random.PRNGKey(0)
 DIM = 3
-# Compiling dominates these tests' time; XLA's backend at -O0 compiles ~2.5x faster.
-FAST_COMPILE = {"xla_backend_optimization_level": 0}
 
 
-class Quadratic(Task):
+def quadratic_family() -> toys.QuadraticFamily:
     """``|x - target|^2`` started from ``x0``; both come from the cfg, so a restart is visible."""
-
-    def __init__(self, cfg):
-        self.cfg = cfg
-
-    def init(self, key):
-        return self.cfg["x0"]
-
-    def loss(self, params, key, batch):
-        return jnp.sum(jnp.square(params - self.cfg["target"]))
-
-    def normalizer(self, loss):
-        return jnp.log(loss)
+    return toys.QuadraticFamily(DIM, sample_x0=True)
 
 
-class QuadraticFamily(TaskFamily):
-    def sample(self, key):
-        k1, k2 = jax.random.split(key)
-        return {"target": jax.random.normal(k1, (DIM,)), "x0": jax.random.normal(k2, (DIM,))}
-
-    def task_fn(self, cfg):
-        return Quadratic(cfg)
-
-
-LOPT = LearnableSGD(initial_lr=0.1)
+LOPT = ToyLearnableSGD(initial_lr=0.1)
 THETA = LOPT.init(KEY)
 TASK_IDS = jnp.asarray([0, 1, 0, 1], jnp.int32)
 
 
 def make_step(sched, num_tasks=2, offset=0, family=None, **kw):
     return VectorizedLOptTruncatedStep(
-        family or QuadraticFamily(), LOPT, sched, num_tasks, random_initial_iteration_offset=offset,
-        **kw,
+        family or quadratic_family(), LOPT, sched, num_tasks,
+        random_initial_iteration_offset=offset, **kw,
     )  # fmt: skip
 
 
@@ -286,7 +266,7 @@ class NotStatic(TaskFamily):
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
-        ({"task_family": Quadratic({})}, TypeError, "single_task_to_family"),
+        ({"task_family": Quadratic(jnp.zeros(DIM))}, TypeError, "single_task_to_family"),
         ({"learned_opt": lopt_core.Adam()}, TypeError, "LearnedOptimizer"),
         ({"trunc_sched": 10}, TypeError, "TruncationSchedule"),
         ({"num_tasks": 0}, ValueError, "num_tasks"),
@@ -297,7 +277,7 @@ class NotStatic(TaskFamily):
 )
 def test_bad_arguments_raise_clearly(kwargs, error, match):
     args = {
-        "task_family": QuadraticFamily(),
+        "task_family": quadratic_family(),
         "learned_opt": LOPT,
         "trunc_sched": ConstantTruncationSchedule(3),
         "num_tasks": 2,

@@ -8,46 +8,39 @@ worker is restarted and the run finishes, and `lopt train --ray` works.
 from __future__ import annotations
 
 import _thread
+import contextlib
 import json
 import os
 import signal
-import textwrap
 import threading
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
+from helpers import TESTS_DIR, assert_same_theta, checkpoint_header, flat, metric_rows
+from toys import RECIPE_LOPT, RECIPES, quadratic_recipe, regression_recipe, write_tiny_gin
 
 ray = pytest.importorskip(
     "ray", reason="the Ray backend is optional: pip install 'lopt[ray]' (the test extra has it)"
 )
 
-from test_executor import (  # noqa: E402  (after the skip on purpose)
-    KEY,
-    LOPT,
-    RECIPES,
-    assert_same_theta,
-    flat,
-    header,
-    metric_rows,
-    quadratic_recipe,
-    regression_recipe,
-)
-
-from lopt_core.distributed import init_ray  # noqa: E402
+from lopt_core.distributed import init_ray  # noqa: E402  (after the skip on purpose)
 from lopt_core.outer.meta_train import meta_train  # noqa: E402
 
-TESTS_DIR = str(Path(__file__).resolve().parent)
+KEY = jax.random.PRNGKey(0)
+LOPT = RECIPE_LOPT
 
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_cluster():
     """One local Ray cluster for the module: 2 CPUs, no dashboard, JAX on CPU in the actors."""
     saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "JAX_PLATFORMS")}
-    # Actors inherit this environment: they import the recipes from this folder
+    # Actors inherit this environment: they import the recipes from tests/toys.py
     # (and the XLA_FLAGS conftest set).
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (TESTS_DIR, saved["PYTHONPATH"]) if p)
+    paths = (str(TESTS_DIR), saved["PYTHONPATH"])
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     os.environ["JAX_PLATFORMS"] = "cpu"
     assert init_ray(num_cpus=2), "Ray was already initialized in this process"
     yield
@@ -103,7 +96,20 @@ def _wait_for_rows(metrics_path: Path, rows: int, run_over: threading.Event) -> 
     return False
 
 
-def _kill_worker_when(metrics_path: Path, rows: int, run_over, killed: list) -> None:
+@contextlib.contextmanager
+def _in_a_thread(target, *args):
+    """Run ``target(*args, run_over)`` in a thread while the body runs; set ``run_over`` after."""
+    run_over = threading.Event()
+    thread = threading.Thread(target=target, args=(*args, run_over))
+    thread.start()
+    try:
+        yield
+    finally:
+        run_over.set()
+        thread.join()
+
+
+def _kill_worker_when(metrics_path: Path, rows: int, killed: list, run_over) -> None:
     """Kill worker 0 (Ray restarts it) once ``rows`` metric rows are written."""
     if not _wait_for_rows(metrics_path, rows, run_over):
         return
@@ -119,15 +125,8 @@ def _kill_worker_when(metrics_path: Path, rows: int, run_over, killed: list) -> 
 
 def test_a_killed_worker_is_restarted_and_the_run_finishes(tmp_path):
     killed: list[str] = []
-    run_over = threading.Event()
-    args = (tmp_path / "metrics.jsonl", 3, run_over, killed)
-    killer = threading.Thread(target=_kill_worker_when, args=args)
-    killer.start()
-    try:
+    with _in_a_thread(_kill_worker_when, tmp_path / "metrics.jsonl", 3, killed):
         result = ray_run(tmp_path, quadratic_recipe, workers=2, num_steps=30, checkpoint_every=10)
-    finally:
-        run_over.set()
-        killer.join()
     assert killed, "the test never got to kill a worker"
     rows = metric_rows(tmp_path)
     assert [r["step"] for r in rows] == list(range(1, 31))
@@ -154,20 +153,13 @@ def test_ctrl_c_stops_the_learner_with_a_checkpoint_that_resumes_anywhere(tmp_pa
 
 
 def _ctrl_c_and_resume(tmp_path):
-    run_over = threading.Event()
-    args = (tmp_path / "metrics.jsonl", 3, run_over)
-    helper = threading.Thread(target=_interrupt_when, args=args)
-    helper.start()
-    try:
+    with _in_a_thread(_interrupt_when, tmp_path / "metrics.jsonl", 3):
         # Far more steps than the interrupt needs to land, so a fast machine cannot
         # finish the run first (steps take ~30 ms; the driver polls every 0.5 s).
         cut = ray_run(tmp_path, quadratic_recipe, workers=2, num_steps=5000, checkpoint_every=1000)
-    finally:
-        run_over.set()
-        helper.join()
     assert cut.interrupted and 3 <= int(cut.state.step) < 5000
     step = int(cut.state.step)
-    assert header(tmp_path, cut.state)["step"] == step
+    assert checkpoint_header(tmp_path, cut.state)["step"] == step
     assert [r["step"] for r in metric_rows(tmp_path)] == list(range(1, step + 1))
     # The learner's checkpoint (no worker states) continues in a single process.
     done = meta_train(tmp_path, **quadratic_recipe(), num_estimators=2, num_steps=step + 2,
@@ -179,22 +171,8 @@ def _ctrl_c_and_resume(tmp_path):
 def test_lopt_train_ray_runs_and_resumes(tmp_path):
     from lopt_core.cli import main
 
-    config = tmp_path / "tiny.gin"
-    config.write_text(
-        textwrap.dedent(
-            """
-            meta_train.task_family = @FixedDimQuadraticFamily()
-            FixedDimQuadraticFamily.dim = 3
-            meta_train.learned_optimizer = @LearnableSGD()
-            meta_train.truncation_schedule = @ConstantTruncationSchedule()
-            ConstantTruncationSchedule.length = 6
-            meta_train.gradient_estimator = @TruncatedPES
-            TruncatedPES.trunc_length = 3
-            meta_train.num_tasks = 2
-            meta_train.num_steps = 3
-            meta_train.checkpoint_every = 2
-            """
-        )
+    config = write_tiny_gin(
+        tmp_path / "tiny.gin", "meta_train.num_steps = 3", "meta_train.checkpoint_every = 2"
     )
     out = tmp_path / "run"
     args = ["train", str(config), "-o", str(out), "--no-progress", "--ray", "--workers", "2"]

@@ -8,11 +8,13 @@ import inspect
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
+from helpers import FAST_COMPILE, fast_jit, grads_sequence, small_params, toy_params_and_grads
 
 import lopt_plugins.learned_optimizers as lo_plugins
 from lopt_core import SGD, SGDM, Adam
-from lopt_core.learned import LearnedOptimizer
+from lopt_core.learned import LearnedOptimizer, to_optax
 from lopt_plugins.learned_optimizers import (
     AdafacMLPLOpt,
     LearnableAdam,
@@ -28,27 +30,19 @@ from lopt_plugins.learned_optimizers.adafac_mlp_lopt import (
 from lopt_plugins.learned_optimizers.features import TIME_SCALES
 
 KEY = jax.random.PRNGKey(0)
-# Compiling dominates these tests' time; XLA's backend at -O0 compiles ~2.5x faster.
-FAST_COMPILE = {"xla_backend_optimization_level": 0}
 tree_map = jax.tree_util.tree_map
+
+
+def scalar_and_tensor(key):
+    """A scalar and a bfloat16 3-D tensor: every rank a model has, and a narrow dtype."""
+    # Small values, so that bfloat16 resolves steps of ~1e-3.
+    t = (0.01 * jax.random.normal(key, (2, 3, 4))).astype(jnp.bfloat16)
+    return {"s": jnp.asarray(0.3), "t": t}
 
 
 def params_and_grads(n: int = 3, ranks: bool = False):
     """A vector and a matrix (plus a scalar and a bfloat16 3-D tensor if ``ranks``), and grads."""
-    k = jax.random.split(jax.random.PRNGKey(1), 5)
-    params = {"b": jax.random.normal(k[0], (3,)), "w": jax.random.normal(k[1], (3, 2))}
-    if ranks:
-        # Small values, so that bfloat16 resolves steps of ~1e-3.
-        t = (0.01 * jax.random.normal(k[2], (2, 3, 4))).astype(jnp.bfloat16)
-        params.update(s=jnp.asarray(0.3), t=t)
-    grads = [
-        tree_map(
-            lambda p, i=i: jax.random.normal(jax.random.fold_in(k[3], i), p.shape, p.dtype),
-            params,
-        )
-        for i in range(n)
-    ]
-    return params, grads
+    return toy_params_and_grads(n, scalar_and_tensor if ranks else None)
 
 
 def stack(trees):
@@ -291,6 +285,34 @@ def test_adafactor_moments_recover_a_rank_one_second_moment(shape):
     assert v.shape == shape + (2,)
     expected = (1 - decays) * np.square(g)[..., None]
     np.testing.assert_allclose(v, expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("lopt", [MLPLOpt(hidden_size=8), AdafacMLPLOpt()], ids=["mlp", "adafac"])
+def test_mlp_learned_optimizers_export_finite_small_updates(lopt):
+    tx = to_optax(lopt, lopt.init(KEY), num_steps=3)
+    # A bfloat16 tensor too: its updates (and the state the loop carries) stay bfloat16.
+    t = jnp.full((2, 2, 3), 0.01, jnp.bfloat16)
+    params = {"s": jnp.asarray(0.5), **small_params(), "t": t}
+    grads = grads_sequence(params, 3)
+
+    @fast_jit
+    def three_steps(params, grads):
+        state = tx.init(params)
+        all_updates = []
+        for i, g in enumerate(grads):
+            # Mix calls with and without the loss: both are legal.
+            kwargs = {"loss": jnp.asarray(1.0)} if i % 2 else {}
+            updates, state = tx.update(g, state, params, **kwargs)
+            params = optax.apply_updates(params, updates)
+            all_updates.append(updates)
+        return all_updates
+
+    for updates in three_steps(params, grads):
+        for name, u in updates.items():
+            assert u.dtype == params[name].dtype
+            u = np.asarray(u, np.float32)
+            assert u.shape == np.shape(params[name])
+            assert np.isfinite(u).all() and 0 < np.abs(u).max() < 1e-2, (name, u)
 
 
 # Argument checks and registration ---------------------------------------------------------

@@ -1,8 +1,9 @@
-"""Tests for ``lopt_core.learned.to_optax``: a learned optimizer as an optax transformation."""
+"""Tests for ``lopt_core.learned.to_optax``: a learned optimizer as an optax transformation.
+
+(The built-in MLP learned optimizers' export: tests/plugins/test_learned_optimizers.py.)
+"""
 
 from __future__ import annotations
-
-import functools
 
 import flax.linen as nn
 import jax
@@ -11,14 +12,13 @@ import numpy as np
 import optax
 import pytest
 from flax import struct
+from helpers import fast_jit, grads_sequence, small_params
+from toys import ToyLearnableAdam
 
 from lopt_core.learned import LearnedOptimizer, to_optax
 from lopt_core.optimizers import Optimizer
-from lopt_plugins.learned_optimizers import AdafacMLPLOpt, LearnableAdam, MLPLOpt
 
 KEY = jax.random.PRNGKey(0)
-# Compiling dominates these tests' time; XLA's backend at -O0 compiles ~2.5x faster.
-fast_jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
 tree_map = jax.tree_util.tree_map
 
 
@@ -49,24 +49,14 @@ class LossScaledSGD(LearnedOptimizer):
         return _Opt()
 
 
-def grads_sequence(params, n: int):
-    keys = jax.random.split(jax.random.PRNGKey(1), n)
-    return [tree_map(lambda p, k=k: jax.random.normal(k, p.shape, p.dtype), params) for k in keys]
-
-
-def small_params():
-    k1, k2 = jax.random.split(KEY)
-    return {"w": jax.random.normal(k1, (3, 2)), "b": jax.random.normal(k2, (2,))}
-
-
 def test_returns_an_extra_args_transformation():
-    lopt = LearnableAdam()
+    lopt = ToyLearnableAdam()
     tx = to_optax(lopt, lopt.init(KEY), num_steps=10)
     assert isinstance(tx, optax.GradientTransformationExtraArgs)
 
 
 def test_matches_the_learned_optimizer_step_by_step():
-    lopt = LearnableAdam(initial_lr=0.05, initial_beta1=0.8)
+    lopt = ToyLearnableAdam(initial_lr=0.05, initial_beta1=0.8)
     theta = lopt.init(KEY)
     params = small_params()
     grads = grads_sequence(params, 4)
@@ -120,7 +110,7 @@ def test_update_follows_the_callers_params():
 
 
 def test_works_inside_optax_chain_with_extra_args():
-    lopt = LearnableAdam(initial_lr=0.1)
+    lopt = ToyLearnableAdam(initial_lr=0.1)
     tx = optax.chain(optax.clip_by_global_norm(1e-3), to_optax(lopt, lopt.init(KEY)))
     params = small_params()
     (g,) = grads_sequence(params, 1)
@@ -135,39 +125,11 @@ def test_works_inside_optax_chain_with_extra_args():
 def test_errors_are_clear():
     with pytest.raises(TypeError, match="LearnedOptimizer"):
         to_optax(optax.adam(1e-3), {})
-    lopt = LearnableAdam()
+    lopt = ToyLearnableAdam()
     tx = to_optax(lopt, lopt.init(KEY))
     params = small_params()
     with pytest.raises(ValueError, match="params"):
         tx.update(params, tx.init(params))
-
-
-@pytest.mark.parametrize("lopt", [MLPLOpt(hidden_size=8), AdafacMLPLOpt()], ids=["mlp", "adafac"])
-def test_mlp_learned_optimizers_export_finite_small_updates(lopt):
-    tx = to_optax(lopt, lopt.init(KEY), num_steps=3)
-    # A bfloat16 tensor too: its updates (and the state the loop carries) stay bfloat16.
-    t = jnp.full((2, 2, 3), 0.01, jnp.bfloat16)
-    params = {"s": jnp.asarray(0.5), **small_params(), "t": t}
-    grads = grads_sequence(params, 3)
-
-    @fast_jit
-    def three_steps(params, grads):
-        state = tx.init(params)
-        all_updates = []
-        for i, g in enumerate(grads):
-            # Mix calls with and without the loss: both are legal.
-            kwargs = {"loss": jnp.asarray(1.0)} if i % 2 else {}
-            updates, state = tx.update(g, state, params, **kwargs)
-            params = optax.apply_updates(params, updates)
-            all_updates.append(updates)
-        return all_updates
-
-    for updates in three_steps(params, grads):
-        for name, u in updates.items():
-            assert u.dtype == params[name].dtype
-            u = np.asarray(u, np.float32)
-            assert u.shape == np.shape(params[name])
-            assert np.isfinite(u).all() and 0 < np.abs(u).max() < 1e-2, (name, u)
 
 
 class MLP(nn.Module):
@@ -182,7 +144,7 @@ def test_trains_a_flax_model_in_a_plain_optax_loop():
     y = jnp.sin(x @ jax.random.normal(kw, (4,)))
     model = MLP()
     params = model.init(kinit, x)
-    lopt = LearnableAdam(initial_lr=1e-2)
+    lopt = ToyLearnableAdam(initial_lr=1e-2)
     num_steps = 150
     tx = to_optax(lopt, lopt.init(KEY), num_steps=num_steps)
 

@@ -15,11 +15,9 @@ FAMILY = ["mnist", "fashion_mnist", "kmnist"]
 
 
 @pytest.fixture(autouse=True)
-def fresh_cache(monkeypatch):
+def no_data_dir_variable(monkeypatch, fresh_cache):
+    """No LOPT_DATA_DIR from the environment, and no cached datasets."""
     monkeypatch.delenv("LOPT_DATA_DIR", raising=False)
-    lopt_core.clear_dataset_cache()
-    yield
-    lopt_core.clear_dataset_cache()
 
 
 def _write_idx(path, array, gz):

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import pytest
+from helpers import DOCS_DIR
 
 from lopt_plugins import datasets
 from lopt_plugins.tasks import TASK_FAMILIES, TASKS, char_lm, conv, image_mlp
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "tasks.md"
+DOC = DOCS_DIR / "tasks.md"
 TEXT = DOC.read_text(encoding="utf-8")
 KEY = jax.random.PRNGKey(0)
 

@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import toys
+from toys import ToyLearnableAdam
 
 from lopt_core import (
     SGD,
@@ -57,17 +59,11 @@ class NoisyRegression(Task):
         return jnp.mean((pred - self.target_scale - noise) ** 2)
 
 
-class Quadratic(Task):
-    """A data-free task: ||params - center||^2."""
+class Quadratic(toys.Quadratic):
+    """A data-free task: ||params - center||^2, from params = 0."""
 
     def __init__(self, center):
-        self.center = center
-
-    def init(self, key):
-        return jnp.zeros(DIM)
-
-    def loss(self, params, key, batch):
-        return jnp.sum((params - self.center) ** 2)
+        super().__init__(center, x0=jnp.zeros(DIM))
 
 
 def python_loop_reference(task, opt, key, num_steps, eval_every, num_eval_batches, datasets):
@@ -565,19 +561,13 @@ def test_eval_splits_left_out_are_never_read():
         train(Mean(), SGD(0.1), jax.random.PRNGKey(0), 4, eval_splits=("outer_valid",))
 
 
-class _ScaledQuadratic(Task):
-    def __init__(self, scale):
-        self.scale = scale
-
-    def init(self, key):
-        return jnp.arange(3.0)
-
-    def loss(self, params, key, batch):
-        return self.scale * jnp.sum(params**2)
+def _scaled_quadratic(scale):
+    """``scale * ||params||^2`` from params = [0, 1, 2]."""
+    return toys.Quadratic(jnp.zeros(3), scale, x0=jnp.arange(3.0))
 
 
 def test_eval_task_computes_the_evaluation_losses():
-    task, eval_task = _ScaledQuadratic(1.0), _ScaledQuadratic(3.0)
+    task, eval_task = _scaled_quadratic(1.0), _scaled_quadratic(3.0)
     plain = train(task, SGD(0.1), jax.random.PRNGKey(0), 4)
     scaled = train(task, SGD(0.1), jax.random.PRNGKey(0), 4, eval_task=eval_task)
     np.testing.assert_array_equal(plain.train_loss, scaled.train_loss)
@@ -591,10 +581,9 @@ def test_eval_task_computes_the_evaluation_losses():
 
 def test_learned_optimizer_with_theta_reuses_one_compilation():
     from lopt_core.training import _train_family_jit
-    from lopt_plugins.learned_optimizers import LearnableAdam
 
-    family = single_task_to_family(_ScaledQuadratic(1.0))
-    lopt = LearnableAdam(initial_lr=0.05)
+    family = single_task_to_family(_scaled_quadratic(1.0))
+    lopt = ToyLearnableAdam(initial_lr=0.05)
     theta = lopt.init(jax.random.PRNGKey(0))
     learned = train_family(family, lopt, jax.random.PRNGKey(1), 2, 8, theta=theta)
     adam = train_family(family, Adam(0.05), jax.random.PRNGKey(1), 2, 8)

@@ -16,6 +16,7 @@ import textwrap
 import jax
 import numpy as np
 import pytest
+from helpers import TESTS_DIR
 
 from lopt_core.sharding import constrain, put, resolve_mesh, task_mesh
 
@@ -29,7 +30,7 @@ _SCRIPT = textwrap.dedent(
     from lopt_core.outer import (
         ConstantTruncationSchedule, GradientLearner, TruncatedPES, VectorizedLOptTruncatedStep,
     )
-    from lopt_plugins.learned_optimizers import LearnableSGD
+    from toys import ToyLearnableSGD
 
     assert len(jax.devices()) == 2, jax.devices()
     out = {}
@@ -83,7 +84,7 @@ _SCRIPT = textwrap.dedent(
     )
 
     # Meta-training: PES on the same family, 3 outer steps, sharded vs not.
-    lopt = LearnableSGD(initial_lr=0.1)
+    lopt = ToyLearnableSGD(initial_lr=0.1)
     thetas, inner_devices = {}, {}
     for mesh in ("auto", None):
         family.datasets = Datasets(batches(), batches(), batches(), batches())
@@ -114,6 +115,8 @@ def two_device_run():
         flags + " --xla_force_host_platform_device_count=2 --xla_backend_optimization_level=0"
     ).strip()
     env["JAX_PLATFORMS"] = "cpu"
+    # The script imports tests/toys.py.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS_DIR), env.get("PYTHONPATH")) if p)
     proc = subprocess.run(
         [sys.executable, "-c", _SCRIPT], env=env, capture_output=True, text=True, timeout=600
     )

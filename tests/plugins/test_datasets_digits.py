@@ -9,12 +9,7 @@ import lopt_core
 import lopt_plugins.datasets as D
 from lopt_plugins.datasets import RandomBatches
 
-
-@pytest.fixture(autouse=True)
-def fresh_cache():
-    lopt_core.clear_dataset_cache()
-    yield
-    lopt_core.clear_dataset_cache()
+pytestmark = pytest.mark.usefixtures("fresh_cache")
 
 
 def _source_digits():

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import sample_tasks_jitted
 
 import lopt_core
 from lopt_plugins.tasks import (
@@ -19,11 +20,6 @@ from lopt_plugins.tasks import (
 )
 
 KEY = jax.random.PRNGKey(0)
-
-
-def _sample(family: lopt_core.TaskFamily, n: int):
-    """``n`` cfgs of ``family``, sampled in one compiled call (eager vmap compiles op by op)."""
-    return jax.jit(family.sample_tasks, static_argnums=1)(KEY, n)
 
 
 SMALL = {"hidden_sizes": (16,), "batch_size": 8}
@@ -73,7 +69,7 @@ def test_init_family_scale_and_distribution():
 
 def test_init_family_samples_log_uniform_scales():
     family = ImageMLPInitFamily(min_init_scale=0.5, max_init_scale=2.0, **SMALL)
-    cfgs = _sample(family, 64)
+    cfgs = sample_tasks_jitted(family, 64)
     scales = np.asarray(cfgs["init_scale"])
     assert np.all((scales >= 0.5) & (scales <= 2.0))
     assert set(np.asarray(cfgs["init_distribution"]).tolist()) == {0, 1, 2}
@@ -93,7 +89,7 @@ def test_data_family_trains_8_tasks_in_one_call():
 
 def test_data_family_samples_class_subsets():
     family = ImageMLPDataFamily(min_classes=3, max_label_noise=0.2, **SMALL)
-    cfgs = _sample(family, 64)
+    cfgs = sample_tasks_jitted(family, 64)
     counts = np.asarray(cfgs["class_mask"]).sum(axis=1)
     assert counts.min() >= 3 and counts.max() <= 10 and len(set(counts.tolist())) > 3
     noise = np.asarray(cfgs["label_noise"])
@@ -130,7 +126,7 @@ def test_data_family_loss_uses_only_kept_classes_and_noise_follows_the_key():
 
 def test_activation_family_trains_8_tasks_in_one_call():
     family = ImageMLPActivationFamily(**SMALL)
-    assert len(set(np.asarray(_sample(family, 8)["activation"]).tolist())) > 2
+    assert len(set(np.asarray(sample_tasks_jitted(family, 8)["activation"]).tolist())) > 2
     losses = _train_8(family)
     assert np.mean(losses[:, 1] < losses[:, 0]) >= 0.75
 

@@ -6,12 +6,7 @@ import pytest
 import lopt_core
 import lopt_plugins.datasets as D
 
-
-@pytest.fixture(autouse=True)
-def fresh_cache():
-    lopt_core.clear_dataset_cache()
-    yield
-    lopt_core.clear_dataset_cache()
+pytestmark = pytest.mark.usefixtures("fresh_cache")
 
 
 def _corpus(num_bytes=5000, seed=0):

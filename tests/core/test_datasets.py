@@ -7,14 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from lopt_core import (
-    SPLITS,
-    Datasets,
-    clear_dataset_cache,
-    dataset_lru_cache,
-    stack_batches,
-    stack_task_batches,
-)
+from lopt_core import SPLITS, Datasets, clear_dataset_cache, dataset_lru_cache
+from lopt_core.datasets import stack_batches, stack_task_batches
 
 
 def counting_batches(offset: float = 0.0, shape: tuple[int, ...] = (2, 3)):
