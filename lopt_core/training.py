@@ -277,3 +277,12 @@ def train_family(
             eval_splits=eval_splits if datasets is None else (),
             mesh=mesh,
         )
+
+
+def compiled_programs() -> dict[str, int]:
+    """How many programs ``train`` and ``train_family`` have compiled so far.
+
+    A test or benchmark reads it before and after a call to check that the call
+    compiled nothing new (no retracing).
+    """
+    return {"train": _train_jit._cache_size(), "train_family": _train_family_jit._cache_size()}

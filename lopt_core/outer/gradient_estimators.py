@@ -63,6 +63,10 @@ class GradientEstimator:
         """Draw data and compute one estimate (jitted, compiled once per estimator)."""
         return _jitted_estimate(self)(worker_state, theta, key, self.get_batches())
 
+    def compiled_programs(self) -> int:
+        """Programs ``compute_gradient_estimate`` has compiled (1 when nothing retraces)."""
+        return _jitted_estimate(self)._cache_size()
+
 
 @functools.cache
 def _jitted_estimate(estimator: GradientEstimator):

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import jax
 import pytest
-from helpers import DOCS_DIR, FIXTURES_DIR
 
 import lopt_core
+from helpers import DOCS_DIR, FIXTURES_DIR
 from lopt_core import cli, gin_config
 from lopt_core.registry import get_registry, reset_registry
 
@@ -207,6 +207,10 @@ def test_example_plugin_end_to_end(tmp_path, capsys):
 def test_docs_show_the_example_plugin_verbatim():
     """docs/plugins.md's worked example is this package: its files must appear unchanged."""
     doc = (DOCS_DIR / "plugins.md").read_text()
-    for name in ("pyproject.toml", "example.gin", "lopt_example_plugin/plugin.py",
-                 "lopt_example_plugin/regression.py"):  # fmt: skip
+    for name in (
+        "pyproject.toml",
+        "example.gin",
+        "lopt_example_plugin/plugin.py",
+        "lopt_example_plugin/regression.py",
+    ):
         assert (EXAMPLE / name).read_text() in doc, f"docs/plugins.md is out of date with {name}"

@@ -9,7 +9,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from toys import QuadraticFamily, ToyLearnableSGD
 
 from lopt_core import SGD, Adam, Datasets, Task, train
 from lopt_core.evaluation import (
@@ -20,6 +19,7 @@ from lopt_core.evaluation import (
     tune_learning_rate,
 )
 from lopt_core.plotting import plot_curves
+from toys import QuadraticFamily, ToyLearnableSGD
 
 
 class Diagonal(Task):
@@ -128,9 +128,11 @@ def test_plot_is_a_png_with_one_curve_per_optimizer(tmp_path, monkeypatch):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     (ax,) = figures[0].axes
     labels = [line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")]
-    assert labels == ["SGD(learning_rate=0.1)", "Adam(learning_rate=0.1, beta1=0.9, beta2=0.999, "
-                      "epsilon=1e-08)", "Adam(learning_rate=0.01, beta1=0.9, beta2=0.999, "
-                      "epsilon=1e-08)"]  # fmt: skip
+    assert labels == [
+        "SGD(learning_rate=0.1)",
+        "Adam(learning_rate=0.1, beta1=0.9, beta2=0.999, epsilon=1e-08)",
+        "Adam(learning_rate=0.01, beta1=0.9, beta2=0.999, epsilon=1e-08)",
+    ]
     assert ax.get_yscale() == "log"
 
 

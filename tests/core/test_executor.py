@@ -15,16 +15,8 @@ import shutil
 import jax
 import numpy as np
 import pytest
-from helpers import assert_same_theta, checkpoint_header, flat, metric_rows
-from toys import (
-    RECIPE_LOPT,
-    RECIPES,
-    RegressionFamily,
-    build_args,
-    quadratic_recipe,
-    regression_recipe,
-)
 
+from helpers import assert_same_theta, checkpoint_header, flat, metric_rows
 from lopt_core import meta_train
 from lopt_core.keys import INIT, tagged
 from lopt_core.outer import (
@@ -36,6 +28,14 @@ from lopt_core.outer import (
     WorkerLost,
     WorkersFailed,
     build_learner,
+)
+from toys import (
+    RECIPE_LOPT,
+    RECIPES,
+    RegressionFamily,
+    build_args,
+    quadratic_recipe,
+    regression_recipe,
 )
 
 KEY = jax.random.PRNGKey(0)
@@ -90,8 +90,11 @@ def test_workers_with_their_own_data_read_the_batches_of_the_fused_run():
     assert pool.header()["batches_drawn"] == fused.header()["batches_drawn"]
     # 4 steps x 2 estimators x 2 tasks x 3 steps of train and outer_valid, plus the 3 extra.
     assert fused.header()["batches_drawn"] == {
-        "train": 48 + 3, "inner_valid": 3, "outer_valid": 48, "test": 0
-    }  # fmt: skip
+        "train": 48 + 3,
+        "inner_valid": 3,
+        "outer_valid": 48,
+        "test": 0,
+    }
 
 
 def test_data_positions_count_from_where_the_iterators_were_when_the_run_began():

@@ -109,16 +109,20 @@ def test_operative_config_is_written_and_reproduces_the_run(tmp_path):
 def test_rebuilt_registry_updates_the_configurables(make_plugin_dist):
     make_plugin_dist(
         "one-dist",
-        {"one_p": "import lopt_core\n@lopt_core.hookimpl\ndef lopt_register(registry):\n"
-                   "    registry.register('task', 'Gadget', lambda: 'one')\n"},
+        {
+            "one_p": "import lopt_core\n@lopt_core.hookimpl\ndef lopt_register(registry):\n"
+            "    registry.register('task', 'Gadget', lambda: 'one')\n"
+        },
         {"one": "one_p"},
-    )  # fmt: skip
+    )
     make_plugin_dist(
         "two-dist",
-        {"two_p": "import lopt_core\n@lopt_core.hookimpl\ndef lopt_register(registry):\n"
-                   "    registry.register('task', 'Gadget', lambda: 'two')\n"},
+        {
+            "two_p": "import lopt_core\n@lopt_core.hookimpl\ndef lopt_register(registry):\n"
+            "    registry.register('task', 'Gadget', lambda: 'two')\n"
+        },
         {"two": "two_p"},
-    )  # fmt: skip
+    )
     binding = ["probe.value = @Gadget()"]
     parse_config(bindings=binding, registry=Registry.from_entry_points(allow=["one-dist"]))
     assert probe()[0] == "one"

@@ -13,10 +13,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import fast_jit, flat
-from toys import QuadraticFamily, RegressionFamily, ToyLearnableAdam
 
 import lopt_core
+from helpers import fast_jit, flat
 from lopt_core.outer import (
     ConstantTruncationSchedule,
     EmptyWorkerState,
@@ -28,7 +27,7 @@ from lopt_core.outer import (
     VectorizedLOptTruncatedStep,
     sample_perturbations,
 )
-from lopt_core.outer.gradient_estimators import _jitted_estimate
+from toys import QuadraticFamily, RegressionFamily, ToyLearnableAdam
 
 tree_map = jax.tree_util.tree_map
 KEY = jax.random.PRNGKey(0)
@@ -261,9 +260,14 @@ def test_pes_accumulator_sums_perturbations_and_resets_when_a_problem_restarts()
     unroll_key = jax.random.split(keys[1])[1]
     task_ids = jnp.asarray([0, 1, 2] * 2, jnp.int32)
     _, out = fast_jit(ts.unroll, static_argnames=("num_steps", "theta_axis"))(
-        antithetic(THETA, eps[1]), ws1.inner, unroll_key, None, task_ids,
-        num_steps=trunc, theta_axis=0,
-    )  # fmt: skip
+        antithetic(THETA, eps[1]),
+        ws1.inner,
+        unroll_key,
+        None,
+        task_ids,
+        num_steps=trunc,
+        theta_axis=0,
+    )
     delta = np.asarray(out.meta_loss[:, :n] - out.meta_loss[:, n:])  # [T, n]
     restarted = np.asarray(out.restarted[:, :n])
     np.testing.assert_array_equal(restarted, [[0, 0, 0], [0, 1, 0], [0, 0, 1]])
@@ -295,7 +299,7 @@ def test_pes_on_a_data_backed_family_compiles_once():
         "outer_valid": 18,
         "test": 0,
     }
-    assert _jitted_estimate(est)._cache_size() == 1
+    assert est.compiled_programs() == 1
 
 
 @pytest.mark.parametrize(

@@ -8,11 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-import toys
-from helpers import fast_jit, flat
-from toys import ToyLearnableAdam, ToyLearnableSGD, ToyLearnableSGDM
 
 import lopt_core
+import toys
+from helpers import fast_jit, flat
 from lopt_core import Datasets, Task
 from lopt_core.outer import (
     ConstantTruncationSchedule,
@@ -24,6 +23,7 @@ from lopt_core.outer import (
     TruncatedPES,
     VectorizedLOptTruncatedStep,
 )
+from toys import ToyLearnableAdam, ToyLearnableSGD, ToyLearnableSGDM
 
 KEY = jax.random.PRNGKey(0)
 DIM = 4
@@ -52,16 +52,19 @@ def estimate(grad: float, loss: float = 1.0, **metrics) -> GradientEstimate:
     return GradientEstimate(jnp.asarray(loss), {"log_lr": jnp.asarray(grad)}, metrics)
 
 
-apply_jit = fast_jit(lambda learner, state, estimates: learner.apply_gradients(state, estimates),
-                    static_argnums=0)  # fmt: skip
+apply_jit = fast_jit(
+    lambda learner, state, estimates: learner.apply_gradients(state, estimates), static_argnums=0
+)
 
 
 def test_apply_gradients_averages_the_estimates():
     learner = make_learner(outer_optimizer=optax.sgd(1.0), max_grad_norm=None)
     state = learner.init(KEY)
     theta0 = float(state.theta["log_lr"])
-    estimates = [estimate(0.2, 1.0, train_loss=jnp.asarray(3.0)),
-                 estimate(-0.6, 2.0, train_loss=jnp.asarray(5.0))]  # fmt: skip
+    estimates = [
+        estimate(0.2, 1.0, train_loss=jnp.asarray(3.0)),
+        estimate(-0.6, 2.0, train_loss=jnp.asarray(5.0)),
+    ]
     state, metrics = apply_jit(learner, state, estimates)
     np.testing.assert_allclose(float(state.theta["log_lr"]), theta0 - (0.2 - 0.6) / 2, rtol=1e-6)
     np.testing.assert_allclose(metrics["meta_loss"], 1.5)
@@ -91,8 +94,11 @@ def test_apply_gradients_skips_a_non_finite_gradient_or_loss(bad):
     for estimates in ([estimate(bad)], [estimate(0.3, loss=bad)], [estimate(0.3), estimate(bad)]):
         new, metrics = apply_jit(learner, state, estimates)
         np.testing.assert_array_equal(flat(new.theta), flat(state.theta))
-        for a, b in zip(jax.tree_util.tree_leaves(new.outer_opt_state),
-                        jax.tree_util.tree_leaves(state.outer_opt_state), strict=True):  # fmt: skip
+        for a, b in zip(
+            jax.tree_util.tree_leaves(new.outer_opt_state),
+            jax.tree_util.tree_leaves(state.outer_opt_state),
+            strict=True,
+        ):
             np.testing.assert_array_equal(a, b)
         assert int(metrics["nonfinite_skipped"]) == 1 and int(new.num_nonfinite) == 1
         assert int(new.step) == 1
@@ -140,8 +146,9 @@ def data_learner(estimator_fns, lopt, **kwargs):
 
 def test_update_compiles_once_and_skips_a_nan_meta_loss():
     lopt = ToyLearnableSGD(initial_lr=0.05)
-    learner = data_learner([lambda ts: TruncatedGrad(ts, trunc_length=2)], lopt,
-                           outer_optimizer=optax.adam(0.05))  # fmt: skip
+    learner = data_learner(
+        [lambda ts: TruncatedGrad(ts, trunc_length=2)], lopt, outer_optimizer=optax.adam(0.05)
+    )
     state = learner.init(KEY)
     assert isinstance(state, LearnerState) and len(state.worker_states) == 1
     state, metrics = learner.update(state, jax.random.PRNGKey(1))
@@ -213,11 +220,13 @@ def test_estimators_with_different_metrics_can_be_combined():
 def test_meta_training_learnable_adam_lowers_the_meta_loss():
     lopt = ToyLearnableAdam(initial_lr=1e-2)
     ts = VectorizedLOptTruncatedStep(
-        quadratic_family(dim=10), lopt, ConstantTruncationSchedule(100), num_tasks=4,
+        quadratic_family(dim=10),
+        lopt,
+        ConstantTruncationSchedule(100),
+        num_tasks=4,
         random_initial_iteration_offset=100,
-    )  # fmt: skip
-    learner = GradientLearner(lopt, [TruncatedPES(ts, trunc_length=20, std=0.01)],
-                              optax.adam(3e-2))  # fmt: skip
+    )
+    learner = GradientLearner(lopt, [TruncatedPES(ts, trunc_length=20, std=0.01)], optax.adam(3e-2))
     state = learner.init(KEY)
     losses = []
     for i in range(100):
@@ -246,10 +255,13 @@ def test_a_single_estimator_need_not_be_in_a_list():
         (lambda ts: GradientLearner(LOPT, []), ValueError, "at least one"),
         (lambda ts: GradientLearner(LOPT, [ts]), TypeError, "GradientEstimator"),
         (lambda ts: GradientLearner(ToyLearnableSGD(), [TruncatedGrad(ts)]), ValueError, "same"),
-        (lambda ts: GradientLearner(LOPT, [TruncatedGrad(ts)], max_grad_norm=0), ValueError,
-         "max_grad_norm"),
+        (
+            lambda ts: GradientLearner(LOPT, [TruncatedGrad(ts)], max_grad_norm=0),
+            ValueError,
+            "max_grad_norm",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_arguments_raise_clearly(make, error, match):
     ts = VectorizedLOptTruncatedStep(quadratic_family(), LOPT, ConstantTruncationSchedule(4), 2)
     with pytest.raises(error, match=match):
@@ -263,8 +275,9 @@ def test_diverging_inner_problems_restart_instead_of_freezing_meta_training():
     # with a never-ending schedule nothing but divergence can restart a problem.
     lopt = ToyLearnableSGD(initial_lr=3.0)
     ts = VectorizedLOptTruncatedStep(quadratic_family(), lopt, NeverEndingTruncationSchedule(), 2)
-    learner = GradientLearner(lopt, [TruncatedPES(ts, trunc_length=10, std=0.01)],
-                              outer_optimizer=optax.sgd(0.1))  # fmt: skip
+    learner = GradientLearner(
+        lopt, [TruncatedPES(ts, trunc_length=10, std=0.01)], outer_optimizer=optax.sgd(0.1)
+    )
     state = learner.init(KEY)
     restarts = nonfinite = 0
     for i in range(8):

@@ -10,11 +10,11 @@ import json
 import jax
 import numpy as np
 import pytest
-from helpers import assert_same_theta
-from toys import RegressionFamily, ToyLearnableAdam, ToyLearnableSGD, build_args
 
+from helpers import assert_same_theta
+from lopt_core import meta_train
 from lopt_core.outer.checkpoints import load_checkpoint
-from lopt_core.outer.meta_train import meta_train
+from toys import RegressionFamily, ToyLearnableAdam, ToyLearnableSGD, build_args
 
 
 def _run(output_dir, family, num_steps, **kwargs):

@@ -12,7 +12,6 @@ import jax
 import jax.numpy as jnp
 import optax
 import pytest
-from toys import QuadraticFamily, ToyLearnableAdam
 
 import lopt_core
 from lopt_core.outer import (
@@ -22,6 +21,7 @@ from lopt_core.outer import (
     TruncatedPES,
     VectorizedLOptTruncatedStep,
 )
+from toys import QuadraticFamily, ToyLearnableAdam
 
 DIM = 3
 
@@ -81,7 +81,7 @@ def test_train_family_with_new_keys_and_theta_compiles_once_and_never_transfers(
 
 
 def test_compiler_options_follow_the_environment(monkeypatch):
-    from lopt_core.training import compiler_options
+    from lopt_core.jit import compiler_options
 
     monkeypatch.setenv("XLA_FLAGS", "")
     monkeypatch.setenv("LOPT_CPU_BACKEND_OPT_LEVEL", "2")

@@ -60,9 +60,11 @@ def test_core_does_not_import_builtin_plugins():
 
 def test_plugin_entries_carry_their_distribution(make_plugin_dist):
     make_plugin_dist(
-        "acme-tasks", {"acme_plugin": plugin('("task", "Widget", Thing)')}, {"acme": "acme_plugin"},
+        "acme-tasks",
+        {"acme_plugin": plugin('("task", "Widget", Thing)')},
+        {"acme": "acme_plugin"},
         version="2.3",
-    )  # fmt: skip
+    )
     registry = load("acme-tasks")
     entry = registry.entry("task", "Widget")
     assert (entry.distribution, entry.version) == ("acme-tasks", "2.3")

@@ -16,8 +16,8 @@ import textwrap
 import jax
 import numpy as np
 import pytest
-from helpers import TESTS_DIR
 
+from helpers import TESTS_DIR
 from lopt_core.sharding import constrain, put, resolve_mesh, task_mesh
 
 # Runs in the 2-device process; prints one JSON object of findings.

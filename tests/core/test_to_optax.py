@@ -12,11 +12,11 @@ import numpy as np
 import optax
 import pytest
 from flax import struct
-from helpers import fast_jit, grads_sequence, small_params
-from toys import ToyLearnableAdam
 
+from helpers import fast_jit, grads_sequence, small_params
 from lopt_core.learned import LearnedOptimizer, to_optax
 from lopt_core.optimizers import Optimizer
+from toys import ToyLearnableAdam
 
 KEY = jax.random.PRNGKey(0)
 tree_map = jax.tree_util.tree_map

@@ -10,9 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-import toys
-from toys import ToyLearnableAdam
 
+import toys
 from lopt_core import (
     SGD,
     Adam,
@@ -27,7 +26,8 @@ from lopt_core import (
     train,
     train_family,
 )
-from lopt_core.training import _train_family_jit, _train_jit
+from lopt_core.training import compiled_programs
+from toys import ToyLearnableAdam
 
 KEY = jax.random.PRNGKey(42)
 DIM = 3
@@ -242,17 +242,17 @@ def compile_counter():
 def test_second_train_call_does_not_recompile(compile_counter):
     task = NoisyRegression(counting_datasets(), target_scale=0.5)
     train(task, Adam(0.01), KEY, 4)
-    size = _train_jit._cache_size()
+    size = compiled_programs()["train"]
     compile_counter.clear()
     # Same task object, an equal (not identical) optimizer, another key: no compilation.
     result = train(task, Adam(0.01), jax.random.PRNGKey(7), 4)
     assert compile_counter == []
-    assert _train_jit._cache_size() == size
+    assert compiled_programs()["train"] == size
     assert result.train_loss.shape == (4,)
     # A different number of steps is a new graph: the counter does see compilations.
     train(task, Adam(0.01), KEY, 2)
     assert len(compile_counter) >= 1
-    assert _train_jit._cache_size() == size + 1
+    assert compiled_programs()["train"] == size + 1
 
 
 @dataclasses.dataclass
@@ -379,11 +379,11 @@ def test_train_family_on_a_data_free_single_task_family():
 def test_train_family_second_call_does_not_recompile(compile_counter):
     family = ShiftedFamily(counting_datasets())
     train_family(family, SGD(0.1), KEY, 2, 2)
-    size = _train_family_jit._cache_size()
+    size = compiled_programs()["train_family"]
     compile_counter.clear()
     train_family(family, SGD(0.1), jax.random.PRNGKey(1), 2, 2)
     assert compile_counter == []
-    assert _train_family_jit._cache_size() == size
+    assert compiled_programs()["train_family"] == size
 
 
 def test_train_family_rejects_bad_arguments():
@@ -580,7 +580,6 @@ def test_eval_task_computes_the_evaluation_losses():
 
 
 def test_learned_optimizer_with_theta_reuses_one_compilation():
-    from lopt_core.training import _train_family_jit
 
     family = single_task_to_family(_scaled_quadratic(1.0))
     lopt = ToyLearnableAdam(initial_lr=0.05)
@@ -588,10 +587,10 @@ def test_learned_optimizer_with_theta_reuses_one_compilation():
     learned = train_family(family, lopt, jax.random.PRNGKey(1), 2, 8, theta=theta)
     adam = train_family(family, Adam(0.05), jax.random.PRNGKey(1), 2, 8)
     np.testing.assert_allclose(learned.train_loss, adam.train_loss, rtol=1e-4)
-    before = _train_family_jit._cache_size()
+    before = compiled_programs()["train_family"]
     faster = jax.tree_util.tree_map(lambda x: x, theta) | {"log_lr": jnp.log(jnp.float32(0.2))}
     moved = train_family(family, lopt, jax.random.PRNGKey(1), 2, 8, theta=faster)
-    assert _train_family_jit._cache_size() == before  # new theta, same compiled function
+    assert compiled_programs()["train_family"] == before  # new theta, same compiled function
     assert float(moved.train_loss[0, -1]) < float(learned.train_loss[0, -1])
     with pytest.raises(ValueError, match="theta"):
         train_family(family, lopt, jax.random.PRNGKey(1), 2, 8)

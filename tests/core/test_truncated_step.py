@@ -9,11 +9,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import toys
-from helpers import FAST_COMPILE
-from toys import Quadratic, ToyLearnableSGD
 
 import lopt_core
+import toys
+from helpers import FAST_COMPILE
 from lopt_core import Datasets, Task, TaskFamily
 from lopt_core.outer import (
     ConstantTruncationSchedule,
@@ -21,6 +20,7 @@ from lopt_core.outer import (
     NeverEndingTruncationSchedule,
     VectorizedLOptTruncatedStep,
 )
+from toys import Quadratic, ToyLearnableSGD
 
 KEY = jax.random.PRNGKey(0)
 DIM = 3
@@ -38,9 +38,13 @@ TASK_IDS = jnp.asarray([0, 1, 0, 1], jnp.int32)
 
 def make_step(sched, num_tasks=2, offset=0, family=None, **kw):
     return VectorizedLOptTruncatedStep(
-        family or quadratic_family(), LOPT, sched, num_tasks,
-        random_initial_iteration_offset=offset, **kw,
-    )  # fmt: skip
+        family or quadratic_family(),
+        LOPT,
+        sched,
+        num_tasks,
+        random_initial_iteration_offset=offset,
+        **kw,
+    )
 
 
 @functools.cache
@@ -50,7 +54,7 @@ def jitted(ts):
         jax.jit(ts.init_state, static_argnames="theta_axis", compiler_options=FAST_COMPILE),
         jax.jit(
             ts.unroll, static_argnames=("num_steps", "theta_axis"), compiler_options=FAST_COMPILE
-        ),  # fmt: skip
+        ),
     )
 
 
@@ -115,8 +119,9 @@ def test_problems_restart_with_new_cfg_and_init_at_their_horizon():
     # next step's train loss, except across a restart.
     meta_loss = np.asarray(out.meta_loss)
     same_problem = np.asarray([0, 1, 3, 4, 6])
-    np.testing.assert_allclose(meta_loss[same_problem], np.log(train_loss[same_problem + 1]),
-                               rtol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        meta_loss[same_problem], np.log(train_loss[same_problem + 1]), rtol=1e-5
+    )
     assert not np.allclose(meta_loss[2], np.log(train_loss[3]))
     assert (meta_loss[[2, 5]] < np.log(train_loss[[2, 5]])).all()  # SGD descends
     # ...and the problems' step counts say two updates of SGD happened since: x0 - 2 steps.
@@ -212,8 +217,9 @@ def make_data_step(meta_loss_split="outer_valid"):
         test=counting_iterator(10_000.0),
     )
     family = lopt_core.single_task_to_family(task)
-    return make_step(ConstantTruncationSchedule(50), num_tasks=2, family=family,
-                     meta_loss_split=meta_loss_split)  # fmt: skip
+    return make_step(
+        ConstantTruncationSchedule(50), num_tasks=2, family=family, meta_loss_split=meta_loss_split
+    )
 
 
 def test_get_batches_stacks_steps_then_task_slots_and_counts_them():

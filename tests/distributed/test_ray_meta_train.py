@@ -19,6 +19,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+
 from helpers import TESTS_DIR, assert_same_theta, checkpoint_header, flat, metric_rows
 from toys import RECIPE_LOPT, RECIPES, quadratic_recipe, regression_recipe, write_tiny_gin
 
@@ -26,8 +27,8 @@ ray = pytest.importorskip(
     "ray", reason="the Ray backend is optional: pip install 'lopt[ray]' (the test extra has it)"
 )
 
+from lopt_core import meta_train  # noqa: E402
 from lopt_core.distributed import init_ray  # noqa: E402  (after the skip on purpose)
-from lopt_core.outer.meta_train import meta_train  # noqa: E402
 
 KEY = jax.random.PRNGKey(0)
 LOPT = RECIPE_LOPT
@@ -77,8 +78,9 @@ def test_async_workers_make_progress_within_the_staleness_bound(tmp_path):
     # max_staleness=0: an estimate is applied only if no other was applied since its
     # theta was sent. How many are dropped depends on timing (a worker still compiling
     # may deliver only after the run ends); test_executor.py counts drops exactly.
-    result = ray_run(tmp_path, quadratic_recipe, workers=2, worker_mode="async", max_staleness=0,
-                     num_steps=8)  # fmt: skip
+    result = ray_run(
+        tmp_path, quadratic_recipe, workers=2, worker_mode="async", max_staleness=0, num_steps=8
+    )
     rows = metric_rows(tmp_path)
     assert [r["step"] for r in rows] == list(range(1, 9))
     assert all(r["staleness"] == 0 for r in rows)
@@ -162,8 +164,14 @@ def _ctrl_c_and_resume(tmp_path):
     assert checkpoint_header(tmp_path, cut.state)["step"] == step
     assert [r["step"] for r in metric_rows(tmp_path)] == list(range(1, step + 1))
     # The learner's checkpoint (no worker states) continues in a single process.
-    done = meta_train(tmp_path, **quadratic_recipe(), num_estimators=2, num_steps=step + 2,
-                      resume=True, progress=False)  # fmt: skip
+    done = meta_train(
+        tmp_path,
+        **quadratic_recipe(),
+        num_estimators=2,
+        num_steps=step + 2,
+        resume=True,
+        progress=False,
+    )
     assert int(done.state.step) == step + 2 and len(done.state.worker_states) == 2
     assert [r["step"] for r in metric_rows(tmp_path)] == list(range(1, step + 3))
 
@@ -179,8 +187,10 @@ def test_lopt_train_ray_runs_and_resumes(tmp_path):
     assert main(args) == 0
     assert "meta_train.num_steps = 3" in (out / "operative_config.gin").read_text()
     assert [json.loads(r)["step"] for r in (out / "metrics.jsonl").read_text().splitlines()] == [
-        1, 2, 3
-    ]  # fmt: skip
+        1,
+        2,
+        3,
+    ]
     assert main(args + ["--resume", "-p", "meta_train.num_steps = 5"]) == 0
     rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]

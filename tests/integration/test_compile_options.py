@@ -16,7 +16,7 @@ import sys
 # this runs a fresh process without that flag, so the options are really in force.
 _OPTIONS_SCRIPT = """
 import jax, optax
-from lopt_core.training import compiler_options
+from lopt_core.jit import compiler_options
 from lopt_core.outer import (
     ConstantTruncationSchedule, GradientLearner, TruncatedPES, VectorizedLOptTruncatedStep,
 )

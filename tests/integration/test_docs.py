@@ -5,9 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from helpers import DOCS_DIR
-
 import lopt_core
+from helpers import DOCS_DIR
 
 DOCS = DOCS_DIR
 FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE)

@@ -52,8 +52,11 @@ def test_mnist_family_reads_idx_files_back_exactly(tmp_path, name, gz):
     arrays = _write_mnist(tmp_path, name, gz=gz)
     ds = getattr(D, name)(batch_size=8, data_dir=tmp_path)
     assert ds.extra_info["num_examples"] == {
-        "train": 26, "inner_valid": 2, "outer_valid": 2, "test": 10,
-    }  # fmt: skip
+        "train": 26,
+        "inner_valid": 2,
+        "outer_valid": 2,
+        "test": 10,
+    }
     images = np.concatenate([arrays["train-images-idx3-ubyte"], arrays["t10k-images-idx3-ubyte"]])
     labels = np.concatenate([arrays["train-labels-idx1-ubyte"], arrays["t10k-labels-idx1-ubyte"]])
     ids = {s: ds.split(s).example_ids for s in lopt_core.SPLITS}
@@ -173,8 +176,12 @@ def _write_cifar(root, per_batch=6, seed=0):
     for file in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
         labels = [int(v) for v in rng.integers(0, 10, per_batch)]
-        batch = {b"batch_label": file.encode(), b"labels": labels, b"data": data,
-                 b"filenames": [b"img%d.png" % i for i in range(per_batch)]}  # fmt: skip
+        batch = {
+            b"batch_label": file.encode(),
+            b"labels": labels,
+            b"data": data,
+            b"filenames": [b"img%d.png" % i for i in range(per_batch)],
+        }
         with open(folder / file, "wb") as f:
             pickle.dump(batch, f, protocol=2)
         written[file] = (data, labels)
@@ -185,8 +192,11 @@ def test_cifar10_reads_pickle_batches_back_exactly(tmp_path):
     written = _write_cifar(tmp_path)
     ds = D.cifar10(batch_size=4, data_dir=tmp_path)
     assert ds.extra_info["num_examples"] == {
-        "train": 24, "inner_valid": 3, "outer_valid": 3, "test": 6,
-    }  # fmt: skip
+        "train": 24,
+        "inner_valid": 3,
+        "outer_valid": 3,
+        "test": 6,
+    }
     assert ds.extra_info["image_shape"] == (32, 32, 3)
     data = np.concatenate([d for d, _ in written.values()])
     labels = np.concatenate([lab for _, lab in written.values()])

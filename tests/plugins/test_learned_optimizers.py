@@ -10,9 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import FAST_COMPILE, fast_jit, grads_sequence, small_params, toy_params_and_grads
 
 import lopt_plugins.learned_optimizers as lo_plugins
+from helpers import FAST_COMPILE, fast_jit, grads_sequence, small_params, toy_params_and_grads
 from lopt_core import SGD, SGDM, Adam
 from lopt_core.learned import LearnedOptimizer, to_optax
 from lopt_plugins.learned_optimizers import (
@@ -115,8 +115,9 @@ def test_update_runs_jitted_without_loss_keeps_shapes_and_dtypes(lopt):
         assert np.isfinite(np.asarray(new_params[name], np.float32)).all()
         assert not np.allclose(new_params[name].astype(np.float32), p.astype(np.float32)), name
     assert opt.get_state(state) is None
-    for leaf, initial in zip(jax.tree_util.tree_leaves(state),
-                             jax.tree_util.tree_leaves(opt.init(params)), strict=True):  # fmt: skip
+    for leaf, initial in zip(
+        jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(opt.init(params)), strict=True
+    ):
         assert leaf.dtype == initial.dtype
 
 

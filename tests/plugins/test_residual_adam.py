@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import FAST_COMPILE, toy_params_and_grads
 
+from helpers import FAST_COMPILE, toy_params_and_grads
 from lopt_core import get_registry
 from lopt_core.learned import LearnedOptimizer
 from lopt_core.optimizers import OptaxOptimizer
@@ -57,9 +57,14 @@ def assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
 
 # One instance per configuration: run_lopt compiles once per instance.
 WITH_MLP = ResidualAdamLOpt(
-    initial_lr=0.02, initial_beta1=0.8, initial_beta2=0.99, initial_epsilon=1e-6,
-    initial_weight_decay=0.01, hidden_size=4, residual_mult=0.1,
-)  # fmt: skip
+    initial_lr=0.02,
+    initial_beta1=0.8,
+    initial_beta2=0.99,
+    initial_epsilon=1e-6,
+    initial_weight_decay=0.01,
+    hidden_size=4,
+    residual_mult=0.1,
+)
 NO_MLP = ResidualAdamLOpt(initial_lr=0.02, initial_weight_decay=0.01, use_mlp=False)
 
 

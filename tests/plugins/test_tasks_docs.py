@@ -7,8 +7,8 @@ import re
 import jax
 import jax.numpy as jnp
 import pytest
-from helpers import DOCS_DIR
 
+from helpers import DOCS_DIR
 from lopt_plugins import datasets
 from lopt_plugins.tasks import TASK_FAMILIES, TASKS, char_lm, conv, image_mlp
 

@@ -9,9 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import sample_tasks_jitted
 
 import lopt_core
+from helpers import sample_tasks_jitted
 from lopt_plugins.tasks import (
     ImageMLPActivationFamily,
     ImageMLPDataFamily,

@@ -123,7 +123,7 @@ def test_equal_arguments_give_equal_tasks():
     [
         ({"dataset": "imagenet"}, "Unknown image dataset 'imagenet'"),
         ({"activation": "swishy"}, "Unknown activation 'swishy'"),
-        ({"hidden_sizes": (32, 0)}, "hidden_sizes must be a sequence of positive ints"),
+        ({"hidden_sizes": (32, 0)}, "hidden_sizes must be a sequence of positive integers"),
         ({"batch_size": 0}, "batch_size must be a positive int"),
         ({"data_dir": "/somewhere"}, "bundled and takes no data_dir"),
     ],

@@ -6,9 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import sample_tasks_jitted
 
 import lopt_core
+from helpers import sample_tasks_jitted
 from lopt_plugins.tasks import (
     FixedDimQuadraticFamily,
     NoisyConditionedQuadraticFamily,
@@ -39,7 +39,7 @@ def test_quadratic_normalizer_clips_and_maps_nan():
 def test_quadratic_task_equality_and_errors():
     assert QuadraticTask(5) == QuadraticTask(5) and hash(QuadraticTask(5)) == hash(QuadraticTask(5))
     assert QuadraticTask(5) != QuadraticTask(6)
-    with pytest.raises(ValueError, match="dim must be a positive int, got 0"):
+    with pytest.raises(ValueError, match="dim must be a positive integer, got 0"):
         QuadraticTask(0)
 
 
