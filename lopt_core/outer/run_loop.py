@@ -118,7 +118,13 @@ class RunLoop:
                 f"{previous}.",
                 stacklevel=2,
             )
-            return self._restore(previous, template)
+            try:
+                return self._restore(previous, template)
+            except UnreadableCheckpointError as again:
+                raise UnreadableCheckpointError(
+                    f"{e} The previous checkpoint cannot be used either: {again} The run "
+                    f"cannot be resumed; start it again in a new --output-dir."
+                ) from again
 
     def _restore(self, latest: Path, template: LearnerState) -> LearnerState:
         # Checkpoints of worker pools hold no worker states (the workers keep them);

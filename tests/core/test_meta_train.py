@@ -100,3 +100,27 @@ def test_resume_with_another_config_is_refused(tmp_path):
     _run(tmp_path, RegressionFamily(), 2)
     with pytest.raises(ValueError, match="does not match|expects"):
         _run(tmp_path, RegressionFamily(), 4, resume=True, lopt=ToyLearnableSGD())
+
+
+def test_the_old_import_path_is_the_same_function():
+    import lopt_core.outer
+    from lopt_core.outer.meta_train import meta_train as old
+
+    assert old is lopt_core.meta_train
+    assert lopt_core.outer.meta_train.meta_train is old  # the module keeps its name
+
+
+def test_every_meta_train_parameter_belongs_to_one_settings_object():
+    import dataclasses
+    import inspect
+
+    from lopt_core.outer import LearnerSpec, RunSettings, WorkerSettings
+
+    owners = {}
+    for cls in (LearnerSpec, RunSettings, WorkerSettings):
+        for field in dataclasses.fields(cls):
+            assert field.name not in owners, f"{field.name} in {owners.get(field.name)} and {cls}"
+            owners[field.name] = cls
+    params = set(inspect.signature(meta_train).parameters)
+    run_only = {"output_dir", "resume", "progress", "on_start"}
+    assert params - run_only == set(owners)
