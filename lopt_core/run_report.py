@@ -29,7 +29,13 @@ from lopt_core.keys import EVAL_HELD_OUT, EVAL_TUNING, tagged
 from lopt_core.learned.base import LearnedOptimizer
 from lopt_core.optimizers import SGDM, Adam
 from lopt_core.outer.checkpoints import load_theta
-from lopt_core.outer.run_dir import BEST, CHECKPOINT_DIR, LATEST, OPERATIVE_CONFIG_FILE
+from lopt_core.outer.run_dir import (
+    BEST,
+    CHECKPOINT_DIR,
+    LATEST,
+    OPERATIVE_CONFIG_FILE,
+    strict_json,
+)
 from lopt_core.outer.settings import DEFAULT_TRUNCATION_LENGTH
 from lopt_core.outer.truncation_schedules import ConstantTruncationSchedule
 from lopt_core.tasks import Task, TaskFamily
@@ -262,5 +268,8 @@ def evaluate_run(
             )
     finally:
         bar.close()
-    (run_dir / EVAL_FILE).write_text(json.dumps(report, indent=2) + "\n")
+    # Strict JSON: a diverged run's inf or NaN is written as null.
+    (run_dir / EVAL_FILE).write_text(
+        json.dumps(strict_json(report), indent=2, allow_nan=False) + "\n"
+    )
     return report

@@ -87,15 +87,23 @@ def truncate_rows(path: Path, last_step: int) -> None:
     os.replace(f.name, path)
 
 
-def dumps_row(row: dict[str, Any]) -> str:
-    """One JSON-lines row in strict JSON: a non-finite number is written as ``null``.
+def strict_json(value: Any) -> Any:
+    """``value`` with every non-finite float (at any depth) replaced by ``None``.
 
     (``NaN`` and ``Infinity`` are not JSON; jq, JavaScript and most log tools refuse them.)
     """
-    clean = {
-        k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()
-    }
-    return json.dumps(clean, allow_nan=False)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
+
+
+def dumps_row(row: dict[str, Any]) -> str:
+    """One JSON-lines row in strict JSON: a non-finite number is written as ``null``."""
+    return json.dumps(strict_json(row), allow_nan=False)
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:

@@ -30,6 +30,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "lopt_core.outer",
             "lopt_core.outer.run_loop",
+            "lopt_core.outer.metrics_log",
+            "lopt_core.outer.progress",
+            "lopt_core.outer.stop_requests",
             "lopt_core.outer.run_dir",
             "lopt_core.outer.settings",
             "lopt_core.outer.executors",

@@ -137,3 +137,11 @@ def test_a_run_where_no_update_applies_is_stuck(tmp_path):
     result = _run(tmp_path, NaNFamily(), 3)
     assert result.stuck
     assert all(r["meta_loss"] is None for r in metric_rows(tmp_path))  # null: strict JSON
+
+
+def test_strict_json_reaches_every_depth():
+    from lopt_core.outer.run_dir import strict_json
+
+    report = {"a": [1.0, math.inf, {"b": -math.inf, "c": (math.nan, 2)}], "d": "x"}
+    assert strict_json(report) == {"a": [1.0, None, {"b": None, "c": [None, 2]}], "d": "x"}
+    json.dumps(strict_json(report), allow_nan=False)  # no NaN or Infinity left
