@@ -6,12 +6,11 @@ its parser and sets ``func`` (``func(args) -> int``, the exit status) with
 ``parser.set_defaults(func=...)``. ``lopt_core.cli`` finds the modules itself:
 adding ``lopt train`` means adding ``lopt_core/commands/train.py``, e.g.::
 
-    from lopt_core.commands import add_gin_arguments, parse_gin_arguments
+    from lopt_core.commands import add_command, add_gin_arguments, parse_gin_arguments
 
     def add_parser(subparsers):
-        parser = subparsers.add_parser("train", help="Meta-train a learned optimizer.")
+        parser = add_command(subparsers, "train", run, "Meta-train...", "Longer text.")
         add_gin_arguments(parser)
-        parser.set_defaults(func=run)
         return parser
 
     def run(args) -> int:
@@ -23,6 +22,16 @@ adding ``lopt train`` means adding ``lopt_core/commands/train.py``, e.g.::
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+
+
+def add_command(
+    subparsers, name: str, run: Callable[[argparse.Namespace], int], help: str, description: str
+) -> argparse.ArgumentParser:
+    """Add the subcommand ``name``, run by ``run(args) -> exit status``; returns its parser."""
+    parser = subparsers.add_parser(name, help=help, description=description)
+    parser.set_defaults(func=run)
+    return parser
 
 
 def add_gin_arguments(parser: argparse.ArgumentParser, *, config_required: bool = True) -> None:

@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import argparse
 
-from lopt_core.commands import add_gin_arguments, parse_gin_arguments
+from lopt_core.commands import add_command, add_gin_arguments, parse_gin_arguments
+
+HELP = "Parse gin config files and print the resolved config."
+DESCRIPTION = (
+    "Parse the gin files (with their includes) and bindings against the installed "
+    "plugins, and print every binding in force, or the error with its file and line."
+)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add the ``config`` subcommand."""
-    parser = subparsers.add_parser(
-        "config",
-        help="Parse gin config files and print the resolved config.",
-        description=(
-            "Parse the gin files (with their includes) and bindings against the installed "
-            "plugins, and print every binding in force, or the error with its file and line."
-        ),
-    )
+    parser = add_command(subparsers, "config", run, HELP, DESCRIPTION)
     add_gin_arguments(parser)
-    parser.set_defaults(func=run)
     return parser
 
 

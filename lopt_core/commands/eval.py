@@ -5,19 +5,20 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lopt_core.commands import add_command
+
+HELP = "Evaluate a run's learned optimizer against tuned Adam and SGDM."
+DESCRIPTION = (
+    "Load the run's checkpoint and operative config, train held-out tasks of its "
+    "family (and any --task) with the learned optimizer, Adam at 1e-3, and Adam and "
+    "SGDM tuned on inner_valid, for twice the horizon. Prints test losses at the "
+    "horizon and at twice it; writes eval.json and eval_<target>.png into RUN_DIR."
+)
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``lopt eval RUN_DIR [--task NAME ...] [--steps N] [--seeds K] [--checkpoint ...]``."""
-    parser = subparsers.add_parser(
-        "eval",
-        help="Evaluate a run's learned optimizer against tuned Adam and SGDM.",
-        description=(
-            "Load the run's checkpoint and operative config, train held-out tasks of its "
-            "family (and any --task) with the learned optimizer, Adam at 1e-3, and Adam and "
-            "SGDM tuned on inner_valid, for twice the horizon. Prints test losses at the "
-            "horizon and at twice it; writes eval.json and eval_<target>.png into RUN_DIR."
-        ),
-    )
+    parser = add_command(subparsers, "eval", run, HELP, DESCRIPTION)
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by `lopt train`")
     parser.add_argument(
         "--task",
@@ -37,7 +38,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="which theta (default best)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.set_defaults(func=run)
     return parser
 
 

@@ -7,6 +7,7 @@ import json
 import warnings
 from typing import Any
 
+from lopt_core.commands import add_command
 from lopt_core.registry import (
     KINDS,
     Entry,
@@ -16,20 +17,18 @@ from lopt_core.registry import (
     get_registry,
 )
 
+HELP = "List registered tasks, datasets, optimizers, ... and the plugins that failed."
+DESCRIPTION = (
+    "List every registry entry with its kind, name, providing distribution and version, "
+    "then any plugin that failed to load and any name registered twice."
+)
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add the ``plugins`` subcommand."""
-    parser = subparsers.add_parser(
-        "plugins",
-        help="List registered tasks, datasets, optimizers, ... and the plugins that failed.",
-        description=(
-            "List every registry entry with its kind, name, providing distribution and version, "
-            "then any plugin that failed to load and any name registered twice."
-        ),
-    )
+    parser = add_command(subparsers, "plugins", run, HELP, DESCRIPTION)
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
     parser.add_argument("--kind", choices=KINDS, help="only entries of this kind")
-    parser.set_defaults(func=run)
     return parser
 
 

@@ -13,6 +13,8 @@ import site
 import sys
 from pathlib import Path
 
+from lopt_core.commands import add_command
+
 RECIPE_SUFFIX = ".gin"
 SHARE = Path("share") / "lopt" / "gin"
 
@@ -67,14 +69,13 @@ def _summary(path: Path) -> str:
     return ""
 
 
+HELP = "List the gin recipes that ship with lopt (`lopt train NAME` runs one)."
+DESCRIPTION = "List the gin recipes that ship with lopt, with their files."
+
+
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``lopt recipes``."""
-    parser = subparsers.add_parser(
-        "recipes",
-        help="List the gin recipes that ship with lopt (`lopt train NAME` runs one).",
-        description="List the gin recipes that ship with lopt, with their files.",
-    )
-    parser.set_defaults(func=run)
+    parser = add_command(subparsers, "recipes", run, HELP, DESCRIPTION)
     return parser
 
 

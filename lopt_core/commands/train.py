@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lopt_core.commands import add_gin_arguments
+from lopt_core.commands import add_command, add_gin_arguments
 from lopt_core.commands.recipes import find_recipe
 
 DEFAULT_RECIPE = "quickstart"
@@ -14,18 +14,18 @@ DEFAULT_OUTPUT_ROOT = "runs"
 DEFAULT_RAY_WORKERS = 2
 
 
+HELP = "Meta-train a learned optimizer (default: the quickstart recipe; `lopt recipes`)."
+DESCRIPTION = (
+    "Meta-train a learned optimizer as the gin config describes (its `meta_train` "
+    "bindings). Writes metrics.jsonl, checkpoints/ and operative_config.gin to the "
+    "output directory; Ctrl-C saves a checkpoint, and --resume continues from it."
+)
+
+
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``lopt train CONFIG.gin [-p B ...] [-o DIR] [--resume] [--ray] [--ray-address A]
     [--workers N]``."""
-    parser = subparsers.add_parser(
-        "train",
-        help="Meta-train a learned optimizer (default: the quickstart recipe; `lopt recipes`).",
-        description=(
-            "Meta-train a learned optimizer as the gin config describes (its `meta_train` "
-            "bindings). Writes metrics.jsonl, checkpoints/ and operative_config.gin to the "
-            "output directory; Ctrl-C saves a checkpoint, and --resume continues from it."
-        ),
-    )
+    parser = add_command(subparsers, "train", run, HELP, DESCRIPTION)
     add_gin_arguments(parser, config_required=False)
     parser.add_argument(
         "--output-dir",
@@ -60,7 +60,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         f"default meta_train.workers, else {DEFAULT_RAY_WORKERS}; without --ray: N workers in "
         "this process, a debugging aid)",
     )
-    parser.set_defaults(func=run)
     return parser
 
 

@@ -20,45 +20,8 @@ plugin still loads. Environment variables, named like pytest's:
 - ``LOPT_STRICT_PLUGINS=1``: a failing or conflicting plugin is an error, not a warning.
 """
 
-from lopt_core.registry.records import (
-    ENTRY_POINT_GROUP,
-    ENV_DISABLE_AUTOLOAD,
-    ENV_PLUGINS,
-    ENV_STRICT,
-    KINDS,
-    Conflict,
-    Entry,
-    PluginConflictError,
-    PluginFailure,
-    PluginInfo,
-    PluginLoadError,
-    PluginLoadWarning,
-    RegistrationError,
-    RegistryError,
-    UnknownEntryError,
-    UnknownKindError,
-)
+from lopt_core.registry import records
+from lopt_core.registry.records import *  # noqa: F403  (its __all__: kinds, errors, records)
 from lopt_core.registry.registry import Registry, get_registry, reset_registry, set_registry
 
-__all__ = [
-    "ENTRY_POINT_GROUP",
-    "ENV_DISABLE_AUTOLOAD",
-    "ENV_PLUGINS",
-    "ENV_STRICT",
-    "KINDS",
-    "Conflict",
-    "Entry",
-    "PluginConflictError",
-    "PluginFailure",
-    "PluginInfo",
-    "PluginLoadError",
-    "PluginLoadWarning",
-    "RegistrationError",
-    "Registry",
-    "RegistryError",
-    "UnknownEntryError",
-    "UnknownKindError",
-    "get_registry",
-    "reset_registry",
-    "set_registry",
-]
+__all__ = [*records.__all__, "Registry", "get_registry", "reset_registry", "set_registry"]

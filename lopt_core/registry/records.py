@@ -8,6 +8,25 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "ENV_DISABLE_AUTOLOAD",
+    "ENV_PLUGINS",
+    "ENV_STRICT",
+    "KINDS",
+    "Conflict",
+    "Entry",
+    "PluginConflictError",
+    "PluginFailure",
+    "PluginInfo",
+    "PluginLoadError",
+    "PluginLoadWarning",
+    "RegistrationError",
+    "RegistryError",
+    "UnknownEntryError",
+    "UnknownKindError",
+]
+
 KINDS: tuple[str, ...] = (
     "task",
     "task_family",

@@ -165,19 +165,18 @@ class Registry:
         self, plugin: object, info: PluginInfo, raise_on_failure: bool = False
     ) -> PluginFailure | None:
         """pluggy-register ``plugin``, check its hooks, run its ``lopt_register`` and commit."""
+
+        def failed(what: str, error: Exception) -> PluginFailure:
+            text = messages.plugin_error(info, what, error)
+            return self._fail(info, "register", text, cause=error, raise_now=raise_on_failure)
+
         try:
             self.pm.register(plugin, name=info.name)
             messages.check_hooks(self.pm, plugin)
         except Exception as e:
             if self.pm.is_registered(plugin) and self.pm.get_name(plugin) == info.name:
                 self.pm.unregister(plugin)
-            return self._fail(
-                info,
-                "register",
-                messages.plugin_error(info, "is not a valid plugin", e),
-                cause=e,
-                raise_now=raise_on_failure,
-            )
+            return failed("is not a valid plugin", e)
         others = [p for p in self.pm.get_plugins() if p is not plugin]
         with self._lock:
             self._loading, self._staged = info, {}
@@ -186,13 +185,7 @@ class Registry:
                 staged = self._staged
             except Exception as e:
                 self.pm.unregister(plugin)
-                return self._fail(
-                    info,
-                    "register",
-                    messages.plugin_error(info, "raised in lopt_register", e),
-                    cause=e,
-                    raise_now=raise_on_failure,
-                )
+                return failed("raised in lopt_register", e)
             finally:
                 self._loading, self._staged = None, None
             self._plugins.append(info)

@@ -56,3 +56,24 @@ def test_a_non_editable_install_finds_its_recipes_from_another_folder(tmp_path):
     assert Path(module).is_relative_to(prefix)  # the installed copy, not the source tree
     assert Path(recipe) == prefix / "share" / "lopt" / "gin" / "quickstart.gin"
     assert "meta_train.task_family" in Path(recipe).read_text()
+    # And `lopt train NAME` runs it there: the default job of the README, shortened.
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lopt_core.cli",
+            "train",
+            "quickstart",
+            "--no-progress",
+            "-p",
+            "meta_train.num_steps = 2",
+            "-p",
+            "meta_train.num_tasks = 2",
+        ],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    assert (elsewhere / "runs" / "quickstart" / "checkpoints" / "latest.msgpack").is_file()
