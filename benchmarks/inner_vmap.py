@@ -29,15 +29,20 @@ import _common  # noqa: E402
 DIM, NUM_STEPS, LR, CALLS = 10, 100, 0.01, 50
 
 
+def _problem(key):
+    """One task of the hand-written loops: N(0, I) start, squared distance to an N(0, I) target."""
+    target_key, init_key = jax.random.split(key)
+    target = jax.random.normal(target_key, (DIM,))
+    params = jax.random.normal(init_key, (DIM,))
+    return params, lambda p: jnp.sum(jnp.square(p - target))
+
+
 def hand_written(num_tasks: int):
     """Plain JAX: sample targets, init, vmap over tasks a scan of Adam; per-step losses."""
     b1, b2, eps = 0.9, 0.999, 1e-8
 
     def one(key):
-        target_key, init_key = jax.random.split(key)
-        target = jax.random.normal(target_key, (DIM,))
-        params = jax.random.normal(init_key, (DIM,))
-        loss_fn = lambda p: jnp.sum(jnp.square(p - target))
+        params, loss_fn = _problem(key)
 
         def step(carry, i):
             p, m, v = carry
@@ -60,10 +65,7 @@ def hand_written_optax(num_tasks: int):
     tx = optax.adam(LR)
 
     def one(key):
-        target_key, init_key = jax.random.split(key)
-        target = jax.random.normal(target_key, (DIM,))
-        params = jax.random.normal(init_key, (DIM,))
-        loss_fn = lambda p: jnp.sum(jnp.square(p - target))
+        params, loss_fn = _problem(key)
 
         def step(carry, _):
             p, state = carry
