@@ -17,7 +17,6 @@ import collections
 import math
 import os
 import sys
-import threading
 import time
 import uuid
 import warnings
@@ -29,6 +28,7 @@ from lopt_core.outer.executors import PoolExecutor
 from lopt_core.outer.run_dir import check_output_dir
 from lopt_core.outer.run_loop import MetaTrainResult, RunLoop
 from lopt_core.outer.settings import LearnerSpec, Recipe, RunSettings, WorkerSettings
+from lopt_core.outer.stop_requests import StopRequests
 from lopt_core.outer.workers import (
     GradientWorker,
     WorkerJob,
@@ -200,7 +200,7 @@ class _LearnerActor:
 
     def __init__(self):
         self._rows: collections.deque = collections.deque()
-        self._stop = threading.Event()
+        self._stop_reason: str | None = None  # set by stop(), read by the run loop
 
     def setup(
         self,
@@ -245,7 +245,10 @@ class _LearnerActor:
 
         try:
             result = self.run_.loop(
-                self.state, progress=False, should_stop=self._stop.is_set, on_row=self._rows.append
+                self.state,
+                progress=False,
+                should_stop=lambda: self._stop_reason,
+                on_row=self._rows.append,
             )
         finally:
             self.executor.close()
@@ -258,9 +261,10 @@ class _LearnerActor:
             rows.append(self._rows.popleft())
         return rows
 
-    def stop(self) -> None:
-        """Finish the current step, checkpoint, and return (as Ctrl-C does)."""
-        self._stop.set()
+    def stop(self, reason: str = "stop request") -> None:
+        """Finish the current step, checkpoint, and return (as Ctrl-C does); ``reason``
+        ("SIGINT", "SIGTERM"...) is reported as what stopped the run."""
+        self._stop_reason = reason
 
 
 def _check_picklable(recipe: Recipe) -> None:
@@ -350,12 +354,18 @@ def ray_meta_train(
 
 
 def _drive(ray, learner, start: int, num_steps: int, progress: bool):
-    """Wait for the learner's run, showing its progress; Ctrl-C asks it to stop."""
+    """Wait for the learner's run, showing its progress; Ctrl-C or SIGTERM asks it to stop
+    (after the current step, with a checkpoint); a second Ctrl-C while it stops is ignored."""
     from tqdm.auto import tqdm
 
     done_ref = learner.run.remote()
     bar = tqdm(
-        total=num_steps, initial=start, desc="meta-train (ray)", unit="step", disable=not progress
+        total=num_steps,
+        initial=start,
+        desc="meta-train (ray)",
+        unit="step",
+        disable=not progress,
+        file=sys.stderr,
     )
 
     def show(rows):
@@ -363,17 +373,23 @@ def _drive(ray, learner, start: int, num_steps: int, progress: bool):
             bar.set_postfix(meta_loss=f"{row['meta_loss']:.4g}", refresh=False)
             bar.update(1)
 
-    try:
-        while True:
-            done, _ = ray.wait([done_ref], timeout=0.5)
-            show(ray.get(learner.poll.remote()))
-            if done:
-                return ray.get(done_ref)
-    except KeyboardInterrupt:
-        print("Interrupted: the learner saves a checkpoint after this step.", file=sys.stderr)
-        ray.get(learner.stop.remote())
+    def stop(reason: str):
+        bar.write(f"Stopping ({reason}): the learner saves a checkpoint after this step.")
+        ray.get(learner.stop.remote(reason))
         result = ray.get(done_ref)
         show(ray.get(learner.poll.remote()))
         return result
+
+    try:
+        with StopRequests() as requests:
+            while True:
+                done, _ = ray.wait([done_ref], timeout=0.5)
+                show(ray.get(learner.poll.remote()))
+                if done:
+                    return ray.get(done_ref)
+                if requests.requested:
+                    return stop(requests.requested)
+    except KeyboardInterrupt:
+        return stop("SIGINT")
     finally:
         bar.close()

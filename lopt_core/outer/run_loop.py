@@ -194,11 +194,11 @@ class RunLoop:
         self,
         state: LearnerState,
         progress: bool = True,
-        should_stop: Callable[[], bool] | None = None,
+        should_stop: Callable[[], bool | str | None] | None = None,
         on_row: Callable[[dict[str, Any]], None] | None = None,
     ) -> MetaTrainResult:
-        """Run the outer steps left; ``should_stop()`` true acts like Ctrl-C, ``on_row`` sees
-        each metrics row as it is written.
+        """Run the outer steps left; ``should_stop()`` true acts like Ctrl-C (a string is
+        reported as what stopped the run), ``on_row`` sees each metrics row as it is written.
 
         SIGINT and SIGTERM stop the run after the current step, with every row
         written and a checkpoint. A ``KeyboardInterrupt`` mid-step (a second
@@ -214,8 +214,11 @@ class RunLoop:
             log = MetricsLog(file, bar.write, on_row)
             try:
                 for step in range(int(state.step), num_steps):
-                    if stop.requested or (should_stop is not None and should_stop()):
-                        stopped_by = stop.requested or "stop request"
+                    asked = should_stop() if should_stop is not None else None
+                    if stop.requested or asked:
+                        stopped_by = stop.requested or (
+                            asked if isinstance(asked, str) else "stop request"
+                        )
                         break
                     state, metrics = self.executor.step(state, step)
                     bar.start()  # the first step has compiled: the ETA starts now
