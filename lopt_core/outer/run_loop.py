@@ -61,6 +61,15 @@ class MetaTrainResult:
     stuck: bool = struct.field(pytree_node=False, default=False)
 
 
+def step_of(state: LearnerState) -> int:
+    """The state's outer step as a Python int, read explicitly (``jax.device_get``).
+
+    The loop itself never reads the step from the device: it counts steps on the
+    host, so that it prepares the next step while the device computes this one.
+    """
+    return int(jax.device_get(state.step))
+
+
 def _default_validation_steps(learner: GradientLearner) -> int:
     schedule = learner.estimators[0].truncated_step.trunc_sched
     if schedule.fixed_length is not None:
@@ -143,14 +152,14 @@ class RunLoop:
             )
         state = self.executor.restore(state, header)
         self.best_score = header.get("best_validation", math.inf)
-        step = self.checkpointed_step = int(state.step)
+        step = self.checkpointed_step = step_of(state)
         truncate_rows(self.metrics_path, step)
         truncate_rows(self.validation_path, step)
         return state
 
     def checkpoint(self, state: LearnerState, name: str = LATEST, **extra: Any) -> None:
         header = {
-            "step": int(state.step),
+            "step": step_of(state),
             "seed": self.seed,
             **self.executor.header(),
             "worker_states": self.executor.keeps_worker_states,
@@ -181,7 +190,7 @@ class RunLoop:
             )
         final = curves.inner_valid_loss[:, -1]
         score = float(final.mean()) if all(map(math.isfinite, final)) else math.inf
-        row = {"step": int(state.step), "inner_valid_loss": score, "best": False}
+        row = {"step": step_of(state), "inner_valid_loss": score, "best": False}
         if score < self.best_score:
             self.best_score = score
             row["best"] = True
@@ -206,14 +215,14 @@ class RunLoop:
         it, else the last checkpoint stands (and resuming recomputes the rest).
         """
         num_steps, checkpoint_every = self.settings.num_steps, self.settings.checkpoint_every
-        bar = RunProgress(num_steps, int(state.step), progress)
+        bar = RunProgress(num_steps, step_of(state), progress)
         stopped_by = None
         # Line-buffered: each row is on disk as soon as it is written (`tail -f` shows
         # progress; a crash loses no row that was reported).
         with StopRequests() as stop, open(self.metrics_path, "a", buffering=1) as file:
             log = MetricsLog(file, bar.write, on_row)
             try:
-                for step in range(int(state.step), num_steps):
+                for step in range(step_of(state), num_steps):
                     asked = should_stop() if should_stop is not None else None
                     if stop.requested or asked:
                         stopped_by = stop.requested or (
@@ -224,7 +233,7 @@ class RunLoop:
                     bar.start()  # the first step has compiled: the ETA starts now
                     if log.add(step + 1, metrics) is not None:
                         bar.update(log.postfix())
-                    self._after_step(state, log, bar, checkpoint_every)
+                    self._after_step(state, step + 1, log, bar, checkpoint_every)
             except KeyboardInterrupt:  # mid-step: a second Ctrl-C, or no handler installed
                 stopped_by = "SIGINT"
                 bar.close()
@@ -245,9 +254,10 @@ class RunLoop:
         )
 
     def _after_step(
-        self, state: LearnerState, log: MetricsLog, bar: RunProgress, every: int
+        self, state: LearnerState, done: int, log: MetricsLog, bar: RunProgress, every: int
     ) -> None:
-        done = int(state.step)
+        # `done` is the step count as a Python int: reading state.step would make the host
+        # wait for the device every step, instead of preparing the next step's data.
         validate_every = self.settings.validate_every
         if validate_every and done % validate_every == 0:
             row = self.validate(state)
@@ -273,8 +283,8 @@ class RunLoop:
 
     def _stop_now(self, state: LearnerState, log: MetricsLog) -> None:
         # Only a checkpoint the rows reach is kept: otherwise resuming would skip rows.
-        if log.pending is not None and log.pending[0] == int(state.step):
+        if log.pending is not None and log.pending[0] == step_of(state):
             log.flush()
         log.file.flush()
-        if log.last_step == int(state.step):
+        if log.last_step == step_of(state):
             self.checkpoint(state)
