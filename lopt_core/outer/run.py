@@ -138,10 +138,8 @@ def run_meta_training(
     run = RunSettings() if run is None else run
     placement = WorkerSettings() if placement is None else placement
     output_dir = Path(output_dir)
-    latest = check_output_dir(output_dir, resume)
-    output_dir.mkdir(parents=True, exist_ok=True)
     on_ready = (lambda: None) if on_start is None else (lambda: on_start(output_dir))
-    if placement.ray:
+    if placement.ray:  # ray_meta_train checks and makes the folder itself
         recipe = placement.recipe or objects_recipe(spec)
         return ray_meta_train(
             output_dir,
@@ -153,6 +151,8 @@ def run_meta_training(
             progress=progress,
             on_ready=on_ready,
         )
+    latest = check_output_dir(output_dir, resume)
+    output_dir.mkdir(parents=True, exist_ok=True)
     base_key = jax.random.PRNGKey(run.seed)
     if placement.workers == 0:
         executor: Executor = LocalExecutor(spec.build(), base_key)

@@ -54,11 +54,15 @@ class MetaTrainResult:
     state: LearnerState
     output_dir: str = struct.field(pytree_node=False)
     last_metrics: dict = struct.field(pytree_node=False, default_factory=dict)
-    interrupted: bool = struct.field(pytree_node=False, default=False)
     # What stopped the run early: "SIGINT", "SIGTERM", "stop request"; None: it finished.
     stopped_by: str | None = struct.field(pytree_node=False, default=None)
     # Every update this process tried was skipped (non-finite): theta did not learn.
     stuck: bool = struct.field(pytree_node=False, default=False)
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether the run stopped before its last step (a signal or a stop request)."""
+        return self.stopped_by is not None
 
 
 def step_of(state: LearnerState) -> int:
@@ -249,9 +253,7 @@ class RunLoop:
                 f"Stopped ({stopped_by}): checkpoint at step {self.checkpointed_step} in "
                 f"{self.output_dir}; `lopt train --resume` continues it."
             )
-        return MetaTrainResult(
-            state, str(self.output_dir), log.last, stopped_by is not None, stopped_by, log.stuck
-        )
+        return MetaTrainResult(state, str(self.output_dir), log.last, stopped_by, log.stuck)
 
     def _after_step(
         self, state: LearnerState, done: int, log: MetricsLog, bar: RunProgress, every: int
