@@ -13,10 +13,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from lopt_core.learned.base import LearnedOptimizer
 from lopt_core.optimizers.base import Optimizer
+from lopt_core.static_graph import sample_cfgs
 from lopt_core.tasks import Task, TaskFamily, single_task_to_family
 from lopt_core.training import EVAL_SPLITS, TrainResult, train_family
 
@@ -143,6 +145,17 @@ def multi_task_training_curves(
         theta=theta,
     )
     return TrainingCurves.from_result(name or _name_of(optimizer), result)
+
+
+def normalized_losses(
+    family: TaskFamily, key: jax.Array, num_tasks: int, losses: np.ndarray
+) -> np.ndarray:
+    """``losses`` of the ``num_tasks`` tasks ``multi_task_training_curves(family, key, ...)``
+    trained, each through its own task's ``normalizer``."""
+    # train_family draws its cfgs from the first half of its key.
+    cfgs = sample_cfgs(family, jax.random.split(key)[0], num_tasks)
+    normalize = jax.vmap(lambda cfg, loss: family.eval_task_fn(cfg).normalizer(loss))
+    return np.asarray(normalize(cfgs, jnp.asarray(losses, jnp.float32)))
 
 
 def single_task_training_curves(

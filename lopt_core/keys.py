@@ -16,6 +16,8 @@ EVAL_HELD_OUT = 2**31 - 3  # `lopt eval`: the held-out runs it reports
 EVAL_TUNING = 2**31 - 4  # `lopt eval`: the baselines' learning-rate tuning runs
 WORKER_REBUILD = 2**31 - 5  # worker states rebuilt from theta (restart, resume)
 ASYNC_JOBS = 2**31 - 6  # asynchronous workers' jobs, by job number
+TASK_DRAWS = 2**31 - 7  # task distributions: each slot's family, by resampling epoch and slot
+VALIDATION_FAMILIES = 2**31 - 8  # task distributions: the held-out validation families
 
 TAGS = {
     "INIT": INIT,
@@ -24,6 +26,8 @@ TAGS = {
     "EVAL_TUNING": EVAL_TUNING,
     "WORKER_REBUILD": WORKER_REBUILD,
     "ASYNC_JOBS": ASYNC_JOBS,
+    "TASK_DRAWS": TASK_DRAWS,
+    "VALIDATION_FAMILIES": VALIDATION_FAMILIES,
 }
 
 

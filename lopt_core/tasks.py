@@ -21,7 +21,7 @@ Batch = Any
 TaskCfg = Any
 
 
-class _Named:
+class Named:
     """A ``name`` that can be assigned, as tasks and families have."""
 
     @property
@@ -34,7 +34,7 @@ class _Named:
         self._name = value
 
 
-class Task(_Named):
+class Task(Named):
     """One training problem.
 
     Subclasses implement ``init`` and ``loss`` (or the stateful forms, for models
@@ -101,7 +101,7 @@ class Task(_Named):
         return f"<Task {self.name}>"
 
 
-class TaskFamily(_Named):
+class TaskFamily(Named):
     """A distribution over tasks that share one computation graph.
 
     ``sample(key)`` returns a cfg, a pytree of arrays; ``task_fn(cfg)`` builds the
@@ -152,6 +152,16 @@ class _SingleTaskFamily(TaskFamily):
 
     def eval_task_fn(self, cfg: TaskCfg) -> Task:
         return self.task if self.eval_task is None else self.eval_task
+
+    # Equal tasks make equal families: task distributions compile once per distinct family.
+    def _key(self) -> tuple:
+        return (self.task, self.eval_task, self.name)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other._key() == self._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
 
 
 def single_task_to_family(

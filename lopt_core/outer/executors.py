@@ -31,6 +31,7 @@ from lopt_core.outer.workers import (
     WorkersFailed,
     rebuild_keys,
 )
+from lopt_core.tasks import TaskFamily
 from lopt_core.validation import non_negative_int, one_of
 
 MODES = ("sync", "async")
@@ -46,6 +47,8 @@ class Executor:
 
     learner: GradientLearner
     keeps_worker_states: bool
+    # Whether validation scores normalized losses (several families on one scale).
+    normalized_validation: bool = False
 
     def init(self, key: jax.Array) -> LearnerState:
         """A fresh learner state (as ``GradientLearner.init(key)`` draws it)."""
@@ -62,6 +65,14 @@ class Executor:
     def header(self) -> dict[str, Any]:
         """What a checkpoint must record to continue: ``batches_drawn`` per split, and more."""
         raise NotImplementedError
+
+    def template_for(self, template: LearnerState, header: dict[str, Any]) -> LearnerState:
+        """A state shaped like the checkpoint with ``header`` (``template`` itself by default)."""
+        return template
+
+    def validation_families(self) -> list[TaskFamily]:
+        """The families validation scores (the learner's one family by default)."""
+        return [self.learner.task_family]
 
     def host_draws(self) -> contextlib.AbstractContextManager:
         """Wrap draws the learner makes itself from the family's data (validation)."""

@@ -106,11 +106,20 @@ class GradientLearner:
         )
 
     def apply_gradients(
-        self, state: LearnerState, estimates: Sequence[GradientEstimate]
+        self,
+        state: LearnerState,
+        estimates: Sequence[GradientEstimate],
+        weights: jax.Array | None = None,
     ) -> tuple[LearnerState, dict[str, jax.Array]]:
-        """Average ``estimates``, clip, take one outer step (pure: jit it or call it in jit)."""
-        grad = tree_map(lambda *g: jnp.mean(jnp.stack(g), axis=0), *[e.grad for e in estimates])
-        meta_loss = jnp.mean(jnp.stack([e.mean_loss for e in estimates]))
+        """Average ``estimates`` (weighted by ``weights``, one per estimate, when given),
+        clip, take one outer step (pure: jit it or call it in jit)."""
+        if weights is None:
+            average = lambda xs: jnp.mean(jnp.stack(xs), axis=0)
+        else:
+            w = jnp.asarray(weights, jnp.float32) / jnp.sum(weights)
+            average = lambda xs: jnp.tensordot(w, jnp.stack(xs), axes=1)
+        grad = tree_map(lambda *g: average(g), *[e.grad for e in estimates])
+        meta_loss = average([e.mean_loss for e in estimates])
         grad_norm = optax.tree.norm(grad)
         finite = jnp.isfinite(grad_norm) & jnp.isfinite(meta_loss)
         if self.max_grad_norm is not None:

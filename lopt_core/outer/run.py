@@ -9,7 +9,7 @@ and hands the run to a ``RunLoop``.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from lopt_core.distributed import ray_meta_train
 from lopt_core.learned.base import LearnedOptimizer
 from lopt_core.outer.executors import Executor, LocalExecutor, PoolExecutor
 from lopt_core.outer.gradient_estimators import TruncatedPES
+from lopt_core.outer.mixture_executor import MixtureExecutor
 from lopt_core.outer.run_dir import check_output_dir
 from lopt_core.outer.run_loop import MetaTrainResult, RunLoop
 from lopt_core.outer.settings import (
@@ -31,7 +32,8 @@ from lopt_core.outer.settings import (
 )
 from lopt_core.outer.truncation_schedules import TruncationSchedule
 from lopt_core.outer.workers import GradientWorker, InProcessWorkers
-from lopt_core.tasks import TaskFamily
+from lopt_core.task_distributions import TaskDistribution
+from lopt_core.tasks import Task, TaskFamily
 
 # Called with the output folder once the run has built (or restored) its state:
 # `lopt train` writes the operative gin config there.
@@ -40,8 +42,8 @@ OnStart = Callable[[Path], Any]
 
 def meta_train(
     output_dir: str | os.PathLike,
-    task_family: TaskFamily,
-    learned_optimizer: LearnedOptimizer,
+    task_family: TaskFamily | Task | None = None,
+    learned_optimizer: LearnedOptimizer | None = None,
     gradient_estimator: EstimatorFactory = TruncatedPES,
     truncation_schedule: TruncationSchedule | None = None,
     num_tasks: int = 8,
@@ -50,6 +52,12 @@ def meta_train(
     num_estimators: int = 1,
     outer_learning_rate: float = 1e-3,
     max_grad_norm: float | None = 3.0,
+    task_distribution: TaskDistribution | None = None,
+    task_families: Sequence[TaskFamily | Task] | None = None,
+    family_weights: Sequence[float] | None = None,
+    resample_every: int = 0,
+    max_programs: int | None = None,
+    validation_families: Sequence[TaskFamily | Task] | int | None = None,
     num_steps: int = 1000,
     checkpoint_every: int = 100,
     validate_every: int = 0,
@@ -69,6 +77,14 @@ def meta_train(
     on_start: OnStart | None = None,
 ) -> MetaTrainResult:
     """Meta-train ``learned_optimizer`` on ``task_family`` for ``num_steps`` outer steps.
+
+    In place of one ``task_family``, a ``task_distribution`` (or a list of
+    ``task_families``, with meta-gradient ``family_weights``) gives each of the
+    ``num_estimators`` estimator slots its own family, redrawn every
+    ``resample_every`` outer steps (0: never); at most ``max_programs`` distinct
+    families' programs stay compiled; validation scores ``validation_families``
+    (families, or a number of held-out draws) by normalized loss
+    (docs/task_distributions.md).
 
     ``gradient_estimator`` is called with each truncated step to build an
     estimator (a class such as ``TruncatedPES``, or a gin-configured one).
@@ -139,6 +155,12 @@ def run_meta_training(
     placement = WorkerSettings() if placement is None else placement
     output_dir = Path(output_dir)
     on_ready = (lambda: None) if on_start is None else (lambda: on_start(output_dir))
+    if spec.task_distribution is not None and (placement.ray or placement.workers):
+        raise ValueError(
+            "A task distribution (task_distribution or task_families) runs its slots in this "
+            f"process for now; got workers={placement.workers}, ray={placement.ray}. Remove "
+            "them, or meta-train one task_family per run on workers."
+        )
     if placement.ray:  # ray_meta_train checks and makes the folder itself
         recipe = placement.recipe or objects_recipe(spec)
         return ray_meta_train(
@@ -154,8 +176,10 @@ def run_meta_training(
     latest = check_output_dir(output_dir, resume)
     output_dir.mkdir(parents=True, exist_ok=True)
     base_key = jax.random.PRNGKey(run.seed)
-    if placement.workers == 0:
-        executor: Executor = LocalExecutor(spec.build(), base_key)
+    if spec.task_distribution is not None:
+        executor: Executor = MixtureExecutor(spec, base_key)
+    elif placement.workers == 0:
+        executor = LocalExecutor(spec.build(), base_key)
     else:
         learner = spec.build(num_estimators=1)
         # The workers share this process's task family (so its data streams) and their

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 from flax import struct
 
 from lopt_core import keys as key_tags
-from lopt_core.evaluation import multi_task_training_curves
+from lopt_core.evaluation import multi_task_training_curves, normalized_losses
 from lopt_core.outer.checkpoints import (
     UnreadableCheckpointError,
     load_checkpoint,
@@ -63,6 +64,16 @@ class MetaTrainResult:
     def interrupted(self) -> bool:
         """Whether the run stopped before its last step (a signal or a stop request)."""
         return self.stopped_by is not None
+
+
+# The validation score of a task distribution run: mean normalized final inner_valid loss.
+NORMALIZED = "normalized_inner_valid_loss"
+
+
+def _finite_mean(values: np.ndarray) -> float:
+    """The mean, or inf when any value is not finite (a diverged run scores worst)."""
+    values = np.asarray(values, dtype=np.float64)
+    return float(values.mean()) if np.all(np.isfinite(values)) else math.inf
 
 
 def step_of(state: LearnerState) -> int:
@@ -143,6 +154,7 @@ class RunLoop:
         # Checkpoints of worker pools hold no worker states (the workers keep them);
         # either kind of run continues either kind of checkpoint, rebuilding them.
         header = read_header(latest)
+        template = self.executor.template_for(template, header)
         if header.get("worker_states", True):
             # A pool's template has no worker states (its workers keep them): skip the saved ones.
             ignore = () if template.worker_states else ("worker_states",)
@@ -177,24 +189,46 @@ class RunLoop:
             self.checkpointed_step = header["step"]
 
     def validate(self, state: LearnerState) -> dict[str, Any]:
-        """Score theta on held-out tasks; keep it as ``best`` when it is the best so far."""
+        """Score theta on held-out tasks; keep it as ``best`` when it is the best so far.
+
+        One family: the mean final inner_valid loss. Several (a task distribution):
+        the mean of each family's normalized one, each family's in its own column.
+        """
         # The same held-out tasks every time (a key meta-training never uses), so
         # scores are comparable across steps.
         key = key_tags.tagged(self.base_key, key_tags.VALIDATION)
+        families = self.executor.validation_families()
+        normalized = self.executor.normalized_validation
+        row: dict[str, Any] = {"step": step_of(state)}
+        raw, scores = [], []
         with self.executor.host_draws():
-            curves = multi_task_training_curves(
-                self.learner.task_family,
-                self.learner.learned_opt,
-                key,
-                self.settings.validation_tasks,
-                self.validation_steps,
-                num_eval_batches=4,
-                eval_splits=("inner_valid",),
-                theta=state.theta,
-            )
-        final = curves.inner_valid_loss[:, -1]
-        score = float(final.mean()) if all(map(math.isfinite, final)) else math.inf
-        row = {"step": step_of(state), "inner_valid_loss": score, "best": False}
+            for index, family in enumerate(families):
+                # Family 0 keeps the key of single-family runs.
+                family_key = key if index == 0 else jax.random.fold_in(key, index)
+                curves = multi_task_training_curves(
+                    family,
+                    self.learner.learned_opt,
+                    family_key,
+                    self.settings.validation_tasks,
+                    self.validation_steps,
+                    num_eval_batches=4,
+                    eval_splits=("inner_valid",),
+                    theta=state.theta,
+                )
+                final = curves.inner_valid_loss[:, -1]
+                raw.append(_finite_mean(final))
+                if normalized:
+                    score = _finite_mean(
+                        normalized_losses(family, family_key, self.settings.validation_tasks, final)
+                    )
+                    scores.append(score)
+                    row[f"{NORMALIZED}/{family.name}"] = score
+        row["inner_valid_loss"] = _finite_mean(np.asarray(raw))
+        if normalized:
+            row[NORMALIZED] = score = _finite_mean(np.asarray(scores))
+        else:
+            score = row["inner_valid_loss"]
+        row["best"] = False
         if score < self.best_score:
             self.best_score = score
             row["best"] = True
@@ -264,9 +298,8 @@ class RunLoop:
         if validate_every and done % validate_every == 0:
             row = self.validate(state)
             mark = " (best so far)" if row["best"] else ""
-            bar.write(
-                f"step {done}: validation inner_valid loss {row['inner_valid_loss']:.4g}{mark}"
-            )
+            what = NORMALIZED if NORMALIZED in row else "inner_valid_loss"
+            bar.write(f"step {done}: validation {what.replace('_', ' ')} {row[what]:.4g}{mark}")
         if done % every == 0 and done < self.settings.num_steps:
             self._flush(log, bar)
             log.file.flush()

@@ -14,7 +14,7 @@ parameter, because gin binds them by name (``meta_train.num_tasks = 8``).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import optax
@@ -24,7 +24,8 @@ from lopt_core.outer.gradient_estimators import GradientEstimator, TruncatedPES
 from lopt_core.outer.learner import GradientLearner
 from lopt_core.outer.truncated_step import VectorizedLOptTruncatedStep
 from lopt_core.outer.truncation_schedules import ConstantTruncationSchedule, TruncationSchedule
-from lopt_core.tasks import Task, TaskFamily, single_task_to_family
+from lopt_core.task_distributions import FamilyMixture, TaskDistribution, as_family
+from lopt_core.tasks import Task, TaskFamily
 from lopt_core.validation import check_int, non_negative_int, one_of, positive_float, positive_int
 
 EstimatorFactory = Callable[[VectorizedLOptTruncatedStep], GradientEstimator]
@@ -42,16 +43,25 @@ class LearnerSpec:
     """What a ``GradientLearner`` is built from.
 
     ``num_estimators`` estimators, each a ``gradient_estimator`` over its own
-    ``VectorizedLOptTruncatedStep`` of ``num_tasks`` inner problems of
-    ``task_family`` (a single ``Task`` is the family of its seeds), trained by
-    ``learned_optimizer`` and restarted after
-    ``truncation_schedule`` horizons (default: ``ConstantTruncationSchedule(200)``);
-    the outer optimizer is Adam at ``outer_learning_rate``, the averaged
-    meta-gradient clipped to ``max_grad_norm`` (None: no clipping).
+    ``VectorizedLOptTruncatedStep`` of ``num_tasks`` inner problems, trained by
+    ``learned_optimizer`` and restarted after ``truncation_schedule`` horizons
+    (default: ``ConstantTruncationSchedule(200)``); the outer optimizer is Adam at
+    ``outer_learning_rate``, the averaged meta-gradient clipped to
+    ``max_grad_norm`` (None: no clipping).
+
+    The inner problems come from exactly one of: ``task_family`` (a single
+    ``Task`` is the family of its seeds; every estimator uses it), a
+    ``task_distribution`` (each estimator slot draws its own family, again every
+    ``resample_every`` outer steps, 0: never; at most ``max_programs`` distinct
+    families' compiled programs are kept, None: ``max(16, num_estimators)``), or
+    ``task_families``, a list drawn uniformly with meta-gradient weights
+    ``family_weights``. With a distribution, validation scores
+    ``validation_families`` (families, or how many held-out draws; None: 3) by
+    their normalized losses. See docs/task_distributions.md.
     """
 
-    task_family: TaskFamily
-    learned_optimizer: LearnedOptimizer
+    task_family: TaskFamily | None = None
+    learned_optimizer: LearnedOptimizer | None = None
     gradient_estimator: EstimatorFactory = TruncatedPES
     truncation_schedule: TruncationSchedule | None = None
     num_tasks: int = 8
@@ -60,14 +70,62 @@ class LearnerSpec:
     num_estimators: int = 1
     outer_learning_rate: float = 1e-3
     max_grad_norm: float | None = 3.0
+    task_distribution: TaskDistribution | None = None
+    task_families: Sequence[TaskFamily | Task] | None = None
+    family_weights: Sequence[float] | None = None
+    resample_every: int = 0
+    max_programs: int | None = None
+    validation_families: Sequence[TaskFamily | Task] | int | None = None
 
     def __post_init__(self):
-        family = _instance(self.task_family, "task_family", (TaskFamily, Task))
-        if isinstance(family, Task):  # one task: the family of its seeds
-            object.__setattr__(self, "task_family", single_task_to_family(family))
+        sources = [
+            name
+            for name in ("task_family", "task_distribution", "task_families")
+            if getattr(self, name) is not None
+        ]
+        if len(sources) != 1:
+            got = ", ".join(sources) if sources else "none"
+            raise ValueError(
+                "meta-training needs exactly one of task_family, task_distribution and "
+                f"task_families; got {got}."
+            )
+        if self.task_family is not None:
+            object.__setattr__(self, "task_family", as_family(self.task_family, "task_family"))
+            _only_with_distribution(self)
+        elif self.task_families is not None:
+            mixture = FamilyMixture(self.task_families, self.family_weights)
+            object.__setattr__(self, "task_distribution", mixture)
+            object.__setattr__(self, "task_families", None)
+            object.__setattr__(self, "family_weights", None)
+        else:
+            _instance(self.task_distribution, "task_distribution", (TaskDistribution,))
+        if self.family_weights is not None:
+            raise ValueError("family_weights goes with task_families; give task_families too.")
+        if self.learned_optimizer is None:
+            raise ValueError("meta-training needs a learned_optimizer; got none.")
         _instance(self.learned_optimizer, "learned_optimizer", (LearnedOptimizer,))
         positive_int(self.num_estimators, "num_estimators")
         positive_float(self.outer_learning_rate, "outer_learning_rate")
+        non_negative_int(self.resample_every, "resample_every")
+        if self.max_programs is not None:
+            positive_int(self.max_programs, "max_programs")
+        validation = self.validation_families
+        if isinstance(validation, (list, tuple)):
+            families = tuple(
+                as_family(f, f"validation_families[{i}]") for i, f in enumerate(validation)
+            )
+            if not families:
+                raise ValueError("validation_families must not be empty; give None for 3 draws.")
+            object.__setattr__(self, "validation_families", families)
+        elif validation is not None:
+            positive_int(validation, "validation_families")
+
+    @property
+    def program_limit(self) -> int:
+        """How many distinct families' compiled programs a run keeps (``max_programs``)."""
+        if self.max_programs is None:
+            return max(16, self.num_estimators)
+        return self.max_programs
 
     @property
     def schedule(self) -> TruncationSchedule:
@@ -77,9 +135,18 @@ class LearnerSpec:
         return self.truncation_schedule
 
     def build(self, num_estimators: int | None = None) -> GradientLearner:
-        """A ``GradientLearner`` over ``num_estimators`` (default: the spec's) estimators."""
+        """A ``GradientLearner`` over ``num_estimators`` (default: the spec's) estimators
+        of ``task_family`` (a distribution's slots are the ``MixtureExecutor``'s)."""
+        if self.task_family is None:
+            raise ValueError(
+                "A LearnerSpec with a task distribution builds no single GradientLearner: its "
+                "estimator slots draw their families from the run's seed (MixtureExecutor)."
+            )
         count = self.num_estimators if num_estimators is None else num_estimators
-        estimators = [self._estimator() for _ in range(positive_int(count, "num_estimators"))]
+        estimators = [
+            self.estimator_for(self.task_family)
+            for _ in range(positive_int(count, "num_estimators"))
+        ]
         return GradientLearner(
             self.learned_optimizer,
             estimators,
@@ -87,9 +154,10 @@ class LearnerSpec:
             self.max_grad_norm,
         )
 
-    def _estimator(self) -> GradientEstimator:
+    def estimator_for(self, family: TaskFamily) -> GradientEstimator:
+        """A ``gradient_estimator`` over a new truncated step of ``family``."""
         truncated_step = VectorizedLOptTruncatedStep(
-            self.task_family,
+            family,
             self.learned_optimizer,
             self.schedule,
             self.num_tasks,
@@ -121,6 +189,20 @@ class LearnerSpec:
         return cls(**chosen, num_estimators=num_estimators)
 
 
+def _only_with_distribution(spec: LearnerSpec) -> None:
+    for name, default in (("resample_every", 0), ("max_programs", None)):
+        if getattr(spec, name) != default:
+            raise ValueError(
+                f"{name} is for task distributions; it has no effect with a single "
+                "task_family (give task_distribution or task_families instead)."
+            )
+    if spec.validation_families is not None:
+        raise ValueError(
+            "validation_families is for task distributions; a task_family run validates on "
+            "held-out tasks of its family (validation_tasks)."
+        )
+
+
 def _instance(value: Any, what: str, kinds: tuple[type, ...]) -> Any:
     """``value`` if it is one of ``kinds``; a class of them given without ``()`` says so."""
     names = " or ".join(k.__name__ for k in kinds)
@@ -138,7 +220,7 @@ RECIPE_FIELDS = tuple(f.name for f in dataclasses.fields(LearnerSpec) if f.name 
 
 
 def build_learner(
-    task_family: TaskFamily, learned_optimizer: LearnedOptimizer, **options: Any
+    task_family: TaskFamily | Task, learned_optimizer: LearnedOptimizer, **options: Any
 ) -> GradientLearner:
     """``LearnerSpec(task_family, learned_optimizer, **options).build()``."""
     return LearnerSpec(task_family, learned_optimizer, **options).build()

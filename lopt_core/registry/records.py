@@ -30,6 +30,8 @@ __all__ = [
 KINDS: tuple[str, ...] = (
     "task",
     "task_family",
+    "task_distribution",
+    "task_augmentation",
     "dataset",
     "optimizer",
     "learned_optimizer",
