@@ -112,8 +112,10 @@ class MixtureExecutor(Executor):
             worker_state, estimate = program.estimate(worker_state, state.theta, key, batches)
             worker_states.append(worker_state)
             estimates.append(estimate)
+        # The update sees no worker states (their shapes change with the slots' families),
+        # so it compiles once for the whole run.
+        state, metrics = self._apply(state.replace(worker_states=()), estimates, self._weights())
         state = state.replace(worker_states=tuple(worker_states))
-        state, metrics = self._apply(state, estimates, self._weights())
         metrics = dict(metrics)
         by_family: dict[str, list[jax.Array]] = {}
         for family, estimate in zip(self.families(), estimates, strict=True):

@@ -33,17 +33,20 @@ class CharRNN(nn.Module):
     embed_size: int
     hidden_size: int
     cell: str
+    num_layers: int = 1
 
     @nn.compact
     def __call__(self, tokens: jax.Array) -> jax.Array:
         x = nn.Embed(self.vocab_size, self.embed_size, name="embed")(tokens)
         # nn.RNN is a lax.scan over time: one compiled step, whatever the sequence length.
-        x = nn.RNN(CELLS[self.cell](self.hidden_size), name="rnn")(x)
+        for layer in range(self.num_layers):
+            name = "rnn" if layer == 0 else f"rnn_{layer}"
+            x = nn.RNN(CELLS[self.cell](self.hidden_size), name=name)(x)
         return nn.Dense(self.vocab_size, name="logits")(x)
 
 
 class CharLMTask(ArgsEquality, Task):
-    """A one-layer character RNN language model (``cell`` is ``"lstm"`` or ``"gru"``).
+    """A character RNN language model of ``num_layers`` stacked ``cell`` layers (lstm or gru).
 
     ``dataset`` is the name of a registered dataset (``"text"``, the built-in
     ``lopt_plugins.datasets.text``, or a plugin's), built with ``batch_size``,
@@ -63,6 +66,7 @@ class CharLMTask(ArgsEquality, Task):
         batch_size: int = 32,
         sequence_length: int = 64,
         path: str | None = None,
+        num_layers: int = 1,
     ):
         if cell not in CELLS:
             raise ValueError(f"Unknown cell {cell!r}; the known cells are {', '.join(CELLS)}.")
@@ -70,6 +74,7 @@ class CharLMTask(ArgsEquality, Task):
         embed_size = positive_int(embed_size, "embed_size")
         batch_size = positive_int(batch_size, "batch_size")
         sequence_length = positive_int(sequence_length, "sequence_length")
+        num_layers = positive_int(num_layers, "num_layers")
         if isinstance(dataset, Datasets):
             self.datasets, self.dataset_tag = dataset, given_datasets_tag(dataset)
         else:
@@ -80,7 +85,8 @@ class CharLMTask(ArgsEquality, Task):
         self.vocab_size = extra_int(self.datasets, "vocab_size", "CharLMTask")
         self.cell, self.hidden_size, self.embed_size = cell, hidden_size, embed_size
         self.batch_size, self.sequence_length = batch_size, sequence_length
-        self.module = CharRNN(self.vocab_size, embed_size, hidden_size, cell)
+        self.num_layers = num_layers
+        self.module = CharRNN(self.vocab_size, embed_size, hidden_size, cell, num_layers)
         self._args = (
             ("dataset", dataset),
             ("cell", cell),
@@ -89,8 +95,10 @@ class CharLMTask(ArgsEquality, Task):
             ("batch_size", batch_size),
             ("sequence_length", sequence_length),
             ("path", path),
+            ("num_layers", num_layers),
         )
-        self.name = f"CharLM_{self.dataset_tag}_{cell.upper()}{hidden_size}"
+        layers = "" if num_layers == 1 else f"x{num_layers}"
+        self.name = f"CharLM_{self.dataset_tag}_{cell.upper()}{hidden_size}{layers}"
 
     def init(self, key: jax.Array) -> Any:
         """Flax's default initialization of the embedding, the cell and the output layer."""

@@ -14,32 +14,38 @@ import jax
 import jax.numpy as jnp
 
 from lopt_core import Datasets
-from lopt_core.validation import positive_int_tuple
+from lopt_core.validation import one_of, positive_int, positive_int_tuple
 from lopt_plugins.tasks._common import ACTIVATION_TAGS
 from lopt_plugins.tasks._image import ImageClassificationTask, preset
 
 
+POOLINGS = {"mean": jnp.mean, "max": jnp.max}
+
+
 class ConvNet(nn.Module):
-    """3x3 stride-2 convolutions with ``channels``, global mean pooling, then dense logits."""
+    """Stride-2 convolutions with ``channels``, global ``pooling``, then dense logits."""
 
     channels: Sequence[int]
     num_classes: int
+    kernel_size: int = 3
+    pooling: str = "mean"
 
     @nn.compact
     def __call__(self, images: jax.Array, activation: Callable[[jax.Array], jax.Array]):
         x = images
+        kernel = (self.kernel_size, self.kernel_size)
         for i, c in enumerate(self.channels):
-            x = activation(nn.Conv(c, (3, 3), strides=(2, 2), padding="SAME", name=f"conv_{i}")(x))
-        x = jnp.mean(x, axis=(1, 2))
+            x = activation(nn.Conv(c, kernel, strides=(2, 2), padding="SAME", name=f"conv_{i}")(x))
+        x = POOLINGS[self.pooling](x, axis=(1, 2))
         return nn.Dense(self.num_classes, name="logits")(x)
 
 
 class ImageConvTask(ImageClassificationTask):
     """A small conv net classifier on an image dataset.
 
-    Each entry of ``channels`` is a 3x3 stride-2 conv layer (so each halves the
-    image), followed by ``activation``; then a global mean pool and a dense
-    layer to the class logits. ``dataset``, ``image_size``, ``batch_size`` and
+    Each entry of ``channels`` is a ``kernel_size`` x ``kernel_size`` stride-2
+    conv layer (so each halves the image), followed by ``activation``; then a
+    global ``pooling`` (``"mean"`` or ``"max"``) and a dense layer to the class logits. ``dataset``, ``image_size``, ``batch_size`` and
     ``data_dir`` are as for ``ImageMLPTask``. Normalized loss = cross-entropy /
     log(num_classes), clipped to [0, 1.5].
     """
@@ -52,14 +58,21 @@ class ImageConvTask(ImageClassificationTask):
         activation: str = "relu",
         batch_size: int = 128,
         data_dir: str | None = None,
+        kernel_size: int = 3,
+        pooling: str = "mean",
     ):
         self.channels = positive_int_tuple(channels, "channels", allow_empty=False)
+        self.kernel_size = positive_int(kernel_size, "kernel_size")
+        self.pooling = one_of(pooling, "pooling", POOLINGS)
         super().__init__(dataset, image_size, batch_size, data_dir, activation)
-        self.module = ConvNet(self.channels, self.num_classes)
+        self.module = ConvNet(self.channels, self.num_classes, self.kernel_size, self.pooling)
         self._set_args(dataset, ("channels", self.channels), data_dir)
+        self._args += (("kernel_size", self.kernel_size), ("pooling", self.pooling))
         channels = "x".join(str(c) for c in self.channels)
         act = "" if activation == "relu" else f"_{ACTIVATION_TAGS[activation]}"
-        self.name = f"Conv_{self.dataset_tag}_{channels}{act}"
+        kernel = "" if self.kernel_size == 3 else f"_K{self.kernel_size}"
+        pool = "" if self.pooling == "mean" else f"_{self.pooling.capitalize()}Pool"
+        self.name = f"Conv_{self.dataset_tag}_{channels}{act}{kernel}{pool}"
 
 
 # (name, dataset, image size, channels)
