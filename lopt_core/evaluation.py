@@ -19,7 +19,7 @@ import numpy as np
 from lopt_core.learned.base import LearnedOptimizer
 from lopt_core.optimizers.base import Optimizer
 from lopt_core.static_graph import sample_cfgs
-from lopt_core.tasks import Task, TaskFamily, single_task_to_family
+from lopt_core.tasks import Task, TaskFamily, as_family
 from lopt_core.training import EVAL_SPLITS, TrainResult, train_family
 
 
@@ -174,29 +174,7 @@ def single_task_training_curves(
     if not isinstance(task, Task):
         raise TypeError(f"expected a Task, got {type(task).__name__}: {task!r}.")
     return multi_task_training_curves(
-        _seed_family(task), optimizer, key, num_seeds, num_steps, **options
-    )
-
-
-_SEED_FAMILIES: dict[int, TaskFamily] = {}
-
-
-def _seed_family(task: Task) -> TaskFamily:
-    # One family object per task, so repeated evaluations reuse one compilation.
-    family = _SEED_FAMILIES.get(id(task))
-    if family is None or family.task is not task:
-        family = _SEED_FAMILIES[id(task)] = single_task_to_family(task)
-    return family
-
-
-def as_family(task_or_family: Task | TaskFamily) -> TaskFamily:
-    """A family as is; a task as the family of its seeds (cached per task object)."""
-    if isinstance(task_or_family, TaskFamily):
-        return task_or_family
-    if isinstance(task_or_family, Task):
-        return _seed_family(task_or_family)
-    raise TypeError(
-        f"expected a Task or TaskFamily, got {type(task_or_family).__name__}: {task_or_family!r}."
+        as_family(task), optimizer, key, num_seeds, num_steps, **options
     )
 
 

@@ -37,7 +37,9 @@ from lopt_core.outer.run_dir import (
     strict_json,
 )
 from lopt_core.outer.settings import DEFAULT_TRUNCATION_LENGTH
+from lopt_core.outer.task_slots import TaskSlots
 from lopt_core.outer.truncation_schedules import ConstantTruncationSchedule
+from lopt_core.task_distributions import FamilyMixture, TaskDistribution
 from lopt_core.tasks import Task, TaskFamily
 from lopt_core.validation import positive_int
 
@@ -53,13 +55,41 @@ def _query_built(selector: str) -> Any:
         value = gin.query_parameter(selector)
     except ValueError:
         return None
+    return _built(value)
+
+
+def _built(value: Any) -> Any:
+    """A queried gin value with its references built (also inside lists and tuples)."""
+    import gin
+
     if isinstance(value, gin.config.ConfigurableReference):
         return value.scoped_configurable_fn() if value.evaluate else value.scoped_configurable_fn
+    if isinstance(value, (list, tuple)):
+        return type(value)(_built(v) for v in value)
     return value
 
 
+def _training_families(seed: int) -> list[TaskFamily] | None:
+    """The bound task family, or a task distribution's validation families (None: neither)."""
+    family = _query_built("meta_train.task_family")
+    if family is not None:
+        return [as_family(family)] if isinstance(family, (Task, TaskFamily)) else None
+    distribution = _query_built("meta_train.task_distribution")
+    families = _query_built("meta_train.task_families")
+    if distribution is None and families is not None:
+        distribution = FamilyMixture(families)
+    if not isinstance(distribution, TaskDistribution):
+        return None
+    validation = _query_built("meta_train.validation_families")
+    slots = TaskSlots(distribution, jax.random.PRNGKey(seed), 1, validation)
+    return slots.validation_families()
+
+
 def load_run(run_dir: str | os.PathLike, checkpoint: str = "best") -> dict[str, Any]:
-    """The family, learned optimizer, theta, horizon and seed of the run in ``run_dir``.
+    """The families, learned optimizer, theta, horizon and seed of the run in ``run_dir``.
+
+    The families are the run's one family, or for a task distribution run the
+    validation families it scored (named, or its held-out draws).
 
     ``checkpoint`` is ``best`` (falls back to ``latest`` when the run never
     validated) or ``latest``.
@@ -74,25 +104,26 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str = "best") -> dict[str, 
     if checkpoint not in ("best", "latest"):
         raise ValueError(f"checkpoint must be 'best' or 'latest', got {checkpoint!r}.")
     parse_config([config])
-    family = _query_built("meta_train.task_family")
     learned_opt = _query_built("meta_train.learned_optimizer")
-    if not isinstance(family, TaskFamily) or not isinstance(learned_opt, LearnedOptimizer):
+    seed = _query_built("meta_train.seed") or 0
+    families = _training_families(int(seed))
+    if families is None or not isinstance(learned_opt, LearnedOptimizer):
         raise ValueError(
-            f"{config} does not bind meta_train.task_family and meta_train.learned_optimizer; "
-            "was it written by `lopt train`?"
+            f"{config} does not bind meta_train.learned_optimizer and one of "
+            "meta_train.task_family, task_distribution or task_families; was it written by "
+            "`lopt train`?"
         )
     schedule = _query_built("meta_train.truncation_schedule") or ConstantTruncationSchedule(
         DEFAULT_TRUNCATION_LENGTH
     )
     horizon = schedule.fixed_length
-    seed = _query_built("meta_train.seed") or 0
     path = run_dir / CHECKPOINT_DIR / (BEST if checkpoint == "best" else LATEST)
     used = checkpoint
     if checkpoint == "best" and not path.is_file():
         path, used = run_dir / CHECKPOINT_DIR / LATEST, "latest"
     theta, header = load_theta(path, learned_opt.init(jax.random.PRNGKey(0)))
     return {
-        "family": family,
+        "families": families,
         "learned_optimizer": learned_opt,
         "theta": theta,
         "horizon": horizon,
@@ -223,7 +254,7 @@ def evaluate_run(
         )
     else:
         horizon = run["horizon"]
-    targets = [(f"{run['family'].name} (held-out tasks)", run["family"])]
+    targets = [(f"{family.name} (held-out tasks)", family) for family in run["families"]]
     targets += [(t.name, as_family(t)) for t in tasks]
     per_target = 2 + 2 * len(learning_rates) + 2
     bar = tqdm(total=per_target * len(targets), desc="lopt eval", unit="run", disable=not progress)

@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from lopt_core.tasks import Named, Task, TaskFamily, single_task_to_family
+from lopt_core.tasks import Named, Task, TaskFamily, as_family
 
 
 def host_rng(key: jax.Array) -> np.random.Generator:
@@ -58,22 +58,6 @@ class TaskDistribution(Named):
 
     def __repr__(self) -> str:
         return f"<TaskDistribution {self.name}>"
-
-
-def as_family(value: Any, what: str) -> TaskFamily:
-    """``value`` as a ``TaskFamily`` (a ``Task`` is the family of its seeds)."""
-    if isinstance(value, Task):
-        return single_task_to_family(value)
-    if isinstance(value, type) and issubclass(value, (Task, TaskFamily)):
-        raise TypeError(
-            f"{what} must be a TaskFamily or Task object, got the class {value.__name__} "
-            f"itself: call it (in a gin file, @{value.__name__}() with the parentheses)."
-        )
-    if not isinstance(value, TaskFamily):
-        raise TypeError(
-            f"{what} must be a TaskFamily or Task, got {type(value).__name__}: {value!r}."
-        )
-    return value
 
 
 class FamilyMixture(TaskDistribution):

@@ -179,3 +179,24 @@ def single_task_to_family(
     if eval_task is not None and not isinstance(eval_task, Task):
         raise TypeError(f"eval_task must be a Task or None, got {type(eval_task).__name__}.")
     return _SingleTaskFamily(task, eval_task, name)
+
+
+_SEED_FAMILIES: dict[int, TaskFamily] = {}
+
+
+def as_family(value: Task | TaskFamily, what: str = "the task") -> TaskFamily:
+    """A family as is; a task as the family of its seeds (one family object per task, so
+    repeated uses share compiled programs). ``what`` names the argument in errors."""
+    if isinstance(value, TaskFamily):
+        return value
+    if isinstance(value, Task):
+        family = _SEED_FAMILIES.get(id(value))
+        if family is None or family.task is not value:
+            family = _SEED_FAMILIES[id(value)] = single_task_to_family(value)
+        return family
+    if isinstance(value, type) and issubclass(value, (Task, TaskFamily)):
+        raise TypeError(
+            f"{what} must be a TaskFamily or Task object, got the class {value.__name__} "
+            f"itself: call it (in a gin file, @{value.__name__}() with the parentheses)."
+        )
+    raise TypeError(f"{what} must be a TaskFamily or Task, got {type(value).__name__}: {value!r}.")

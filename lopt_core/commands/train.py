@@ -80,14 +80,18 @@ def run(args: argparse.Namespace) -> int:
     configs = [find_recipe(c) for c in args.config or [DEFAULT_RECIPE]]
     output_dir = Path(args.output_dir or Path(DEFAULT_OUTPUT_ROOT) / configs[-1].stem)
     parse_config(configs, args.gin_param)
-    missing = [p for p in ("task_family", "learned_optimizer") if not _bound(f"meta_train.{p}")]
+    sources = ("task_family", "task_distribution", "task_families")
+    missing = [] if any(_bound(f"meta_train.{p}") for p in sources) else ["task_family"]
+    if not _bound("meta_train.learned_optimizer"):
+        missing.append("learned_optimizer")
     if missing:
         unbound = " and no ".join(f"meta_train.{p}" for p in missing)
         raise ValueError(
             f"{', '.join(map(str, configs))} binds no {unbound}: `lopt train` meta-trains, so "
             "the config must say on what and what to train; e.g. "
-            "meta_train.task_family = @FixedDimQuadraticFamily() and meta_train.learned_optimizer "
-            "= @MLPLOpt() (gin/quickstart.gin is a complete recipe)."
+            "meta_train.task_family = @FixedDimQuadraticFamily() (or a task_distribution, or "
+            "task_families) and meta_train.learned_optimizer = @MLPLOpt() "
+            "(gin/quickstart.gin is a complete recipe)."
         )
     options = {}
     if args.workers is not None:

@@ -129,7 +129,8 @@ class MixtureExecutor(Executor):
     def template_for(self, template: LearnerState, header: dict[str, Any]) -> LearnerState:
         """A state shaped like the checkpoint's: the slots' families at its step."""
         step = int(header.get("step", 0))
-        epoch = epoch_of(step, self.resample_every)
+        # A state after `step` steps holds the slots of the last step done (number step - 1).
+        epoch = epoch_of(max(step - 1, 0), self.resample_every)
         if epoch == self.epoch:
             return template
         self.ledger = DataLedger()  # nothing was drawn yet; positions come with restore

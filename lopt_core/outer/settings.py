@@ -24,8 +24,8 @@ from lopt_core.outer.gradient_estimators import GradientEstimator, TruncatedPES
 from lopt_core.outer.learner import GradientLearner
 from lopt_core.outer.truncated_step import VectorizedLOptTruncatedStep
 from lopt_core.outer.truncation_schedules import ConstantTruncationSchedule, TruncationSchedule
-from lopt_core.task_distributions import FamilyMixture, TaskDistribution, as_family
-from lopt_core.tasks import Task, TaskFamily
+from lopt_core.task_distributions import FamilyMixture, TaskDistribution
+from lopt_core.tasks import Task, TaskFamily, as_family
 from lopt_core.validation import check_int, non_negative_int, one_of, positive_float, positive_int
 
 EstimatorFactory = Callable[[VectorizedLOptTruncatedStep], GradientEstimator]

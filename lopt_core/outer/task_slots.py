@@ -27,8 +27,8 @@ from lopt_core import keys as key_tags
 from lopt_core.datasets import Datasets, DrawPositions
 from lopt_core.jit import BackendJit
 from lopt_core.outer.gradient_estimators import GradientEstimator
-from lopt_core.task_distributions import TaskDistribution, as_family
-from lopt_core.tasks import TaskFamily
+from lopt_core.task_distributions import TaskDistribution
+from lopt_core.tasks import TaskFamily, as_family
 from lopt_core.validation import non_negative_int, positive_int
 
 
@@ -71,6 +71,10 @@ class TaskSlots:
         self.num_slots = positive_int(num_slots, "num_estimators")
         if validation is None:
             validation = DEFAULT_VALIDATION_FAMILIES
+        elif not isinstance(validation, int):
+            validation = tuple(
+                as_family(f, f"validation_families[{i}]") for i, f in enumerate(validation)
+            )
         self.validation = validation
         self._key = key_tags.tagged(base_key, key_tags.TASK_DRAWS)
         self._validation_key = key_tags.tagged(base_key, key_tags.VALIDATION_FAMILIES)

@@ -46,12 +46,13 @@ def _rows(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_three_architectures_meta_train_and_resume_bitwise_with_resampling(tmp_path):
+@pytest.mark.parametrize("stop", [4, 5])  # on a resampling boundary, and inside an epoch
+def test_three_architectures_meta_train_and_resume_bitwise_with_resampling(tmp_path, stop):
     kw = dict(validate_every=3, validation_tasks=2)
     full = meta_train(
         tmp_path / "full", task_families=_three_families(), num_steps=9, **_args(**kw)
     )
-    meta_train(tmp_path / "split", task_families=_three_families(), num_steps=5, **_args(**kw))
+    meta_train(tmp_path / "split", task_families=_three_families(), num_steps=stop, **_args(**kw))
     # New family objects (fresh data iterators), as a new process would build them.
     resumed = meta_train(
         tmp_path / "split",

@@ -70,3 +70,14 @@ def test_readme_python_examples_run(tmp_path, monkeypatch):
     namespace = run_blocks(path)
     assert namespace["result"].train_loss.shape == (32, 100)
     assert (tmp_path / "runs" / "python" / "checkpoints" / "latest.msgpack").is_file()
+
+
+def test_task_distributions_guide_runs():
+    path = DOCS / "task_distributions.md"
+    assert len(python_blocks(path)) >= 5, "the guide lost its code blocks"
+    namespace = run_blocks(path)
+    rows = namespace["rows"]
+    assert {"meta_loss/FixedDimQuadraticFamily_Dim4", "meta_loss/ImageMLP_Digits8_Relu32"} & set(
+        k for row in rows for k in row
+    )
+    assert namespace["validation"][-1]["normalized_inner_valid_loss"] < 2.0
