@@ -18,7 +18,6 @@ from lopt_core.validation import one_of, positive_int, positive_int_tuple
 from lopt_plugins.tasks._common import ACTIVATION_TAGS
 from lopt_plugins.tasks._image import ImageClassificationTask, preset
 
-
 POOLINGS = {"mean": jnp.mean, "max": jnp.max}
 
 
@@ -45,8 +44,9 @@ class ImageConvTask(ImageClassificationTask):
 
     Each entry of ``channels`` is a ``kernel_size`` x ``kernel_size`` stride-2
     conv layer (so each halves the image), followed by ``activation``; then a
-    global ``pooling`` (``"mean"`` or ``"max"``) and a dense layer to the class logits. ``dataset``, ``image_size``, ``batch_size`` and
-    ``data_dir`` are as for ``ImageMLPTask``. Normalized loss = cross-entropy /
+    global ``pooling`` (``"mean"`` or ``"max"``) and a dense layer to the class
+    logits. ``dataset``, ``image_size``, ``batch_size`` and ``data_dir`` are as
+    for ``ImageMLPTask``. Normalized loss = cross-entropy /
     log(num_classes), clipped to [0, 1.5].
     """
 
