@@ -17,24 +17,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from lopt_core import Task, TaskFamily, single_task_to_family
-from lopt_core.tasks import Batch, ModelState, Params, TaskCfg
+from lopt_core import Task, TaskFamily
+from lopt_core.tasks import Batch, ModelState, Params, TaskCfg, as_family
 from lopt_core.validation import positive_float
 from lopt_plugins.tasks._common import ArgsEquality
 
 Cfg = dict[str, Any]
-
-
-def as_family(family: Any, owner: str) -> TaskFamily:
-    """``family`` itself, or a ``Task`` wrapped as a one-member family; else a TypeError."""
-    if isinstance(family, TaskFamily):
-        return family
-    if isinstance(family, Task):
-        return single_task_to_family(family)
-    raise TypeError(
-        f"{owner}: family must be a lopt_core TaskFamily or Task, got "
-        f"{type(family).__name__}: {family!r}; pass e.g. family=@ImageMLPInitFamily() in gin."
-    )
 
 
 def check_range(
@@ -136,7 +124,7 @@ class AugmentedFamily(ArgsEquality, TaskFamily):
     """
 
     def __init__(self, family: TaskFamily | Task, **args: Any):
-        self.family = as_family(family, type(self).__name__)
+        self.family = as_family(family, f"{type(self).__name__}: family")
         self.datasets = self.family.datasets
         self._args = (("family", self.family), *args.items())
         self.name = f"{type(self).__name__}({self.family.name})"

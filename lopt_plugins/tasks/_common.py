@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -68,6 +69,33 @@ def classification_loss_and_aux(
     weights = weights.astype(losses.dtype)
     total = jnp.maximum(jnp.sum(weights), 1.0)
     return jnp.sum(weights * losses) / total, {"accuracy": jnp.sum(weights * correct) / total}
+
+
+# Newton-Schulz iterations of ``orthogonal_init``: each multiplies a small singular value
+# by about 1.5, so 50 bring any above 1e-8 (relative to the Frobenius norm) to 1.
+NEWTON_SCHULZ_STEPS = 50
+
+
+def orthogonal_init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    """A random (semi-)orthogonal matrix of ``shape``, computed with matmuls only.
+
+    The polar factor of a Gaussian matrix (which is Haar-distributed, as the QR
+    factor flax's ``orthogonal()`` uses), found by the Newton-Schulz iteration
+    ``X <- 1.5 X - 0.5 X X^T X`` from ``G / ||G||_F``. Why not QR: XLA's CPU QR
+    kernel parallelizes a batch of factorizations on the thread pool it runs on and
+    waits for them there; with several batched QRs at once (an LSTM's gates under
+    ``vmap``) on a 2-core machine every pool thread waits and the program hangs.
+    """
+    rows, cols = shape[-2], shape[-1]
+    tall = rows >= cols
+    g = jax.random.normal(key, (rows, cols) if tall else (cols, rows), jnp.float32)
+    x = g / jnp.linalg.norm(g)
+
+    def step(_, x):
+        return 1.5 * x - 0.5 * x @ (x.T @ x)
+
+    x = jax.lax.fori_loop(0, NEWTON_SCHULZ_STEPS, step, x)
+    return (x if tall else x.T).astype(dtype)
 
 
 def activation_fn(name: str) -> Callable[[jax.Array], jax.Array]:

@@ -20,6 +20,7 @@ from lopt_plugins.tasks._common import (
     ArgsEquality,
     classification_loss_and_aux,
     classification_normalizer,
+    orthogonal_init,
 )
 from lopt_plugins.tasks._data import build_dataset, display_name, extra_int, given_datasets_tag
 
@@ -41,7 +42,10 @@ class CharRNN(nn.Module):
         # nn.RNN is a lax.scan over time: one compiled step, whatever the sequence length.
         for layer in range(self.num_layers):
             name = "rnn" if layer == 0 else f"rnn_{layer}"
-            x = nn.RNN(CELLS[self.cell](self.hidden_size), name=name)(x)
+            # The recurrent kernels are orthogonal, as flax's default, without its QR
+            # (which can hang a vmapped init on a 2-core CPU; see orthogonal_init).
+            cell = CELLS[self.cell](self.hidden_size, recurrent_kernel_init=orthogonal_init)
+            x = nn.RNN(cell, name=name)(x)
         return nn.Dense(self.vocab_size, name="logits")(x)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import configparser
 import functools
+import importlib.metadata
 import math
 
 import gin
@@ -12,7 +13,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from toys import QuadraticFamily, Regression, RegressionFamily, regression_datasets
 
 import lopt_core
 import lopt_plugins.augmentations as aug_plugin
@@ -26,6 +26,7 @@ from lopt_plugins.augmentations import (
     SubsampleBatch,
 )
 from lopt_plugins.tasks import ImageMLPInitFamily, ImageMLPTask
+from toys import QuadraticFamily, Regression, RegressionFamily, regression_datasets
 
 KEY = jax.random.PRNGKey(0)
 tree_map = jax.tree_util.tree_map
@@ -48,6 +49,11 @@ def assert_trees_equal(a, b) -> None:
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
         assert x.dtype == y.dtype
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def assert_trees_close(a, b, rtol=1e-4, atol=1e-6) -> None:
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
+        np.testing.assert_allclose(x, y, rtol=rtol, atol=atol)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -79,31 +85,24 @@ def test_reparam_applies_its_scales(level):
     family = small_family()
     wrapped = ReparamWeights(family=family, level=level)
     cfg = wrapped.sample(KEY)
-    shapes = {
-        "global": [()],
-        "tensor": [(4,)],
-        "parameter": [(8,), (64, 8), (10,), (8, 10)],
-    }[level]
-    assert sorted(np.shape(s) for s in jax.tree_util.tree_leaves(cfg["scales"])) == sorted(shapes)
+    shapes = {"global": [()], "tensor": [(4,)], "parameter": [(8,), (64, 8), (10,), (8, 10)]}
+    scales = jax.tree_util.tree_leaves(cfg["scales"])
+    assert sorted(np.shape(s) for s in scales) == sorted(shapes[level])
     task, inner = wrapped.task_fn(cfg), family.task_fn(cfg["inner"])
     params, inner_params = task.init(KEY), inner.init(KEY)
     # p' = p / s: multiplying back gives the wrapped init (up to rounding), and differs from it.
     restored = task._rescale(params, multiply=True)
-    for p, q in zip(*map(jax.tree_util.tree_leaves, (restored, inner_params)), strict=True):
-        np.testing.assert_allclose(p, q, rtol=1e-5, atol=1e-7)
-    kernel, inner_kernel = (
-        params["params"]["hidden_0"]["kernel"],
-        inner_params["params"]["hidden_0"]["kernel"],
+    assert_trees_close(restored, inner_params, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(
+        params["params"]["logits"]["kernel"], inner_params["params"]["logits"]["kernel"]
     )
-    assert not np.allclose(kernel, inner_kernel)
     # loss(p') is the wrapped loss at p = p' * s; its gradient is s times the wrapped one.
     batch = digits_batch()
     loss, grad = jax.value_and_grad(task.loss)(params, KEY, batch)
     inner_loss, inner_grad = jax.value_and_grad(inner.loss)(restored, KEY, batch)
     np.testing.assert_allclose(loss, inner_loss, rtol=1e-5)
     expected = task._rescale(inner_grad, multiply=True)
-    for g, e in zip(*map(jax.tree_util.tree_leaves, (grad, expected)), strict=True):
-        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-6)
+    assert_trees_close(grad, expected, rtol=1e-4, atol=1e-6)
     # Evaluation sees the optimizer's p' too, and reports the original loss.
     np.testing.assert_allclose(
         wrapped.eval_task_fn(cfg).loss(params, KEY, batch), inner_loss, rtol=1e-5
@@ -126,8 +125,7 @@ def test_subsample_with_fraction_one_is_the_wrapped_loss():
     )
     np.testing.assert_allclose(loss, inner_loss, rtol=1e-5)
     np.testing.assert_allclose(aux["accuracy"], inner_aux["accuracy"], rtol=1e-6)
-    for g, e in zip(*map(jax.tree_util.tree_leaves, (grad, inner_grad)), strict=True):
-        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-6)
+    assert_trees_close(grad, inner_grad, rtol=1e-4, atol=1e-6)
     assert wrapped.eval_task_fn(cfg) is not task  # evaluation: the wrapped task on whole batches
     assert type(wrapped.eval_task_fn(cfg)) is type(inner)
 
@@ -142,62 +140,49 @@ def test_subsample_keeps_the_first_ceil_fraction_examples():
     loss, grad = jax.value_and_grad(task.loss)(params, KEY, batch)
     inner_loss, inner_grad = jax.value_and_grad(inner.loss)(params, KEY, first3)
     np.testing.assert_allclose(loss, inner_loss, rtol=1e-5)
-    for g, e in zip(*map(jax.tree_util.tree_leaves, (grad, inner_grad)), strict=True):
-        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-6)
+    assert_trees_close(grad, inner_grad, rtol=1e-4, atol=1e-6)
     # The other examples play no part.
     changed = {**batch, "label": batch["label"].copy()}
     changed["label"][3:] = (changed["label"][3:] + 1) % 10
     np.testing.assert_allclose(task.loss(params, KEY, changed), loss, rtol=1e-6)
 
 
-def test_subsample_refuses_data_free_families():
-    with pytest.raises(ValueError, match=r"SubsampleBatch: .*data-free.*wrap a family with data"):
-        SubsampleBatch(family=QuadraticFamily())
-
-
 # LossTransform -----------------------------------------------------------------------------
 
 
-def test_loss_transform_affine_and_its_normalizer():
+@pytest.mark.parametrize("transform", ["affine", "log"])
+def test_loss_transform_and_its_normalizer(transform):
     family = RegressionFamily()
-    wrapped = LossTransform(family=family)  # affine
-    cfg = {**wrapped.sample(KEY), "scale": jnp.float32(2.5), "shift": jnp.float32(-0.5)}
+    wrapped = LossTransform(family=family, transform=transform, eps=1e-3)
+    cfg = wrapped.sample(KEY)
+    assert set(cfg) == ({"inner", "scale", "shift"} if transform == "affine" else {"inner"})
+    cfg = {**cfg, "scale": jnp.float32(2.5), "shift": jnp.float32(-0.5)}  # (log ignores them)
     task, inner = wrapped.task_fn(cfg), family.task_fn(cfg["inner"])
     params, batch = inner.init(KEY), next(family.datasets.train)
-    loss, inner_loss = task.loss(params, KEY, batch), inner.loss(params, KEY, batch)
-    np.testing.assert_allclose(loss, 2.5 * inner_loss - 0.5, rtol=1e-6)
-    grad, inner_grad = (
-        jax.grad(task.loss)(params, KEY, batch),
-        jax.grad(inner.loss)(params, KEY, batch),
-    )
-    np.testing.assert_allclose(grad, 2.5 * inner_grad, rtol=1e-5)
-    # The normalizer sees the original scale.
+    loss, grad = jax.value_and_grad(task.loss)(params, KEY, batch)
+    inner_loss, inner_grad = jax.value_and_grad(inner.loss)(params, KEY, batch)
+    if transform == "affine":
+        expected, factor = 2.5 * inner_loss - 0.5, 2.5
+    else:
+        expected, factor = np.log(inner_loss + 1e-3), 1 / (inner_loss + 1e-3)
+    np.testing.assert_allclose(loss, expected, rtol=1e-6)
+    np.testing.assert_allclose(grad, factor * inner_grad, rtol=1e-5)
+    # The normalizer sees the original scale, and so does evaluation.
     np.testing.assert_allclose(task.normalizer(loss), inner.normalizer(inner_loss), rtol=1e-5)
-    assert isinstance(wrapped.eval_task_fn(cfg), Regression)  # evaluation: original losses
-    # Sampled scales and shifts fall in their ranges; a = 1, b = 0 is the wrapped loss exactly.
-    cfgs = wrapped.sample_tasks(KEY, 64)
+    assert isinstance(wrapped.eval_task_fn(cfg), Regression)
+
+
+def test_loss_transform_samples_in_its_ranges_and_is_exact_at_the_identity():
+    family = RegressionFamily()
+    cfgs = LossTransform(family=family).sample_tasks(KEY, 64)
     assert np.all((cfgs["scale"] >= 0.1) & (cfgs["scale"] <= 10.0))
     assert np.all((cfgs["shift"] >= -1.0) & (cfgs["shift"] <= 1.0))
     identity = LossTransform(family, min_scale=1, max_scale=1, min_shift=0, max_shift=0)
-    same = identity.task_fn(identity.sample(KEY))
-    assert float(same.loss(params, KEY, batch)) == float(inner_loss)
-
-
-def test_loss_transform_log_and_its_normalizer():
-    family = RegressionFamily()
-    wrapped = LossTransform(family=family, transform="log", eps=1e-3)
-    cfg = wrapped.sample(KEY)
-    assert set(cfg) == {"inner"}
-    task, inner = wrapped.task_fn(cfg), family.task_fn(cfg["inner"])
+    cfg = identity.sample(KEY)
+    inner = family.task_fn(cfg["inner"])
     params, batch = inner.init(KEY), next(family.datasets.train)
-    loss, inner_loss = task.loss(params, KEY, batch), inner.loss(params, KEY, batch)
-    np.testing.assert_allclose(loss, np.log(inner_loss + 1e-3), rtol=1e-6)
-    grad, inner_grad = (
-        jax.grad(task.loss)(params, KEY, batch),
-        jax.grad(inner.loss)(params, KEY, batch),
-    )
-    np.testing.assert_allclose(grad, inner_grad / (inner_loss + 1e-3), rtol=1e-5)
-    np.testing.assert_allclose(task.normalizer(loss), inner.normalizer(inner_loss), rtol=1e-5)
+    loss = identity.task_fn(cfg).loss(params, KEY, batch)
+    assert float(loss) == float(inner.loss(params, KEY, batch))
 
 
 # GradientNoise -----------------------------------------------------------------------------
@@ -252,9 +237,10 @@ def test_low_precision_dtypes_and_closeness(where, param_dtype, rtol):
 TRAINED = {
     "reparam": lambda: ReparamWeights(family=small_family(), level="tensor"),
     "subsample": lambda: SubsampleBatch(family=small_family()),
-    "affine": lambda: LossTransform(family=small_family()),
-    "log": lambda: LossTransform(family=small_family(), transform="log"),
-    "noise": lambda: GradientNoise(family=small_family()),
+    # (The loss-side wrappers need no parameter tree: a tiny regression compiles faster.)
+    "affine": lambda: LossTransform(family=RegressionFamily()),
+    "log": lambda: LossTransform(family=RegressionFamily(), transform="log"),
+    "noise": lambda: GradientNoise(family=RegressionFamily()),
     "bf16_params": lambda: LowPrecision(family=small_family()),
     "bf16_compute": lambda: LowPrecision(family=small_family(), where="compute"),
     "composed": lambda: ReparamWeights(
@@ -279,9 +265,8 @@ def test_composition_nests_cfgs_names_and_datasets():
     cfg = family.sample(KEY)
     assert set(cfg) == {"inner", "scales"} and set(cfg["inner"]) == {"inner", "fraction"}
     task = family.task_fn(cfg)
-    assert (
-        task.name == f"ReparamWeights(SubsampleBatch({inner.task_fn(cfg['inner']['inner']).name}))"
-    )
+    inner_name = inner.task_fn(cfg["inner"]["inner"]).name
+    assert task.name == f"ReparamWeights(SubsampleBatch({inner_name}))"
     assert task.datasets is inner.datasets
     # A Task is accepted and wrapped as a one-member family.
     single = GradientNoise(family=ImageMLPTask(**SMALL))
@@ -307,72 +292,40 @@ def test_equal_wrappers_of_equal_families_are_equal():
 
 # Argument errors ---------------------------------------------------------------------------
 
-BAD_ARGUMENTS = [
-    (lambda: ReparamWeights(family=3), TypeError, r"ReparamWeights: family must be .*got int"),
-    (
-        lambda: ReparamWeights(small_family(), level="layer"),
-        ValueError,
-        r"level must be one of .*'layer'",
-    ),
-    (
-        lambda: ReparamWeights(small_family(), min_scale=0),
-        ValueError,
-        r"min_scale must be a positive number, got 0",
-    ),
-    (
-        lambda: ReparamWeights(small_family(), min_scale=10, max_scale=1),
-        ValueError,
-        r"min_scale must be at most max_scale.*swap",
-    ),
-    (
-        lambda: SubsampleBatch(small_family(), min_fraction=0),
-        ValueError,
-        r"min_fraction must be a number in \(0, 1\], got 0",
-    ),
-    (lambda: SubsampleBatch(small_family(), min_fraction=1.5), ValueError, r"got 1.5"),
-    (
-        lambda: LossTransform(small_family(), transform="square"),
-        ValueError,
-        r"transform must be one of 'affine', 'log', got 'square'",
-    ),
-    (
-        lambda: LossTransform(small_family(), min_shift=1, max_shift=-1),
-        ValueError,
-        r"min_shift must be at most max_shift",
-    ),
-    (
-        lambda: LossTransform(small_family(), min_shift=math.inf),
-        ValueError,
-        r"min_shift must be a finite number",
-    ),
-    (
-        lambda: LossTransform(small_family(), eps=-1e-6),
-        ValueError,
-        r"eps must be a positive number",
-    ),
-    (
-        lambda: GradientNoise(small_family(), max_std=-1.0),
-        ValueError,
-        r"max_std must be a positive number",
-    ),
-    (
-        lambda: LowPrecision(small_family(), dtype="int8"),
-        ValueError,
-        r"dtype must be one of 'bfloat16', 'float16', got 'int8'",
-    ),
-    (
-        lambda: LowPrecision(small_family(), where="optimizer"),
-        ValueError,
-        r"where must be one of 'params', 'compute'",
-    ),
+BAD_ARGUMENTS = [  # (wrapper, its arguments besides family, what the message must say)
+    (ReparamWeights, {"level": "layer"}, r"level must be one of .*'parameter', got 'layer'"),
+    (ReparamWeights, {"min_scale": 0}, r"min_scale must be a positive number, got 0"),
+    (ReparamWeights, {"min_scale": 10, "max_scale": 1}, r"min_scale must be at most .*swap"),
+    (SubsampleBatch, {"min_fraction": 0}, r"min_fraction must be a number in \(0, 1\], got 0"),
+    (SubsampleBatch, {"min_fraction": 1.5}, r"min_fraction must be .*, got 1.5; e.g. 0.25"),
+    (LossTransform, {"transform": "square"}, r"transform must be one of 'affine', 'log', got"),
+    (LossTransform, {"min_shift": 1, "max_shift": -1}, r"min_shift must be at most max_shift"),
+    (LossTransform, {"min_shift": math.inf}, r"min_shift must be a finite number, got inf"),
+    (LossTransform, {"eps": -1e-6}, r"eps must be a positive number, got -1e-06"),
+    (GradientNoise, {"max_std": -1.0}, r"max_std must be a positive number, got -1.0"),
+    (LowPrecision, {"dtype": "int8"}, r"dtype must be one of 'bfloat16', 'float16', got 'int8'"),
+    (LowPrecision, {"where": "optimizer"}, r"where must be one of 'params', 'compute', got"),
 ]
 
 
-@pytest.mark.parametrize("build, error, match", BAD_ARGUMENTS)
-def test_bad_arguments_raise_one_clear_line(build, error, match):
-    with pytest.raises(error, match=match) as info:
-        build()
+@pytest.mark.parametrize("wrapper, kwargs, match", BAD_ARGUMENTS)
+def test_bad_arguments_raise_one_clear_line(wrapper, kwargs, match):
+    with pytest.raises(ValueError, match=rf"^{wrapper.__name__}: {match}") as info:
+        wrapper(family=small_family(), **kwargs)
     assert "\n" not in str(info.value)
+
+
+def test_unusable_families_are_refused():
+    with pytest.raises(
+        TypeError, match=r"ReparamWeights: family must be a TaskFamily or Task, got int: 3"
+    ):
+        ReparamWeights(family=3)
+    with pytest.raises(
+        TypeError, match=r"SubsampleBatch: family .*the class ImageMLPInitFamily itself: call it"
+    ):
+        SubsampleBatch(family=ImageMLPInitFamily)
+    with pytest.raises(ValueError, match=r"SubsampleBatch: .*data-free.*wrap a family with data"):
+        SubsampleBatch(family=QuadraticFamily())
 
 
 # Model state -------------------------------------------------------------------------------
@@ -446,6 +399,12 @@ def test_setup_cfg_declares_the_entry_point():
     config.read(REPO_ROOT / "setup.cfg")
     lines = config["options.entry_points"]["lopt"].split("\n")
     assert "augmentations = lopt_plugins.augmentations" in [line.strip() for line in lines]
+
+
+def test_get_registry_loads_the_installed_plugin(fresh_registry):
+    if "augmentations" not in {p.name for p in importlib.metadata.entry_points(group="lopt")}:
+        pytest.skip("installed metadata predates the entry point: reinstall (pip install -e .)")
+    assert EXPECTED <= set(lopt_core.get_registry().names("task_augmentation"))
 
 
 def test_gin_composes_augmentations(fresh_registry):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -58,3 +59,34 @@ def test_char_lm_bad_arguments():
         CharLMTask("wiki")
     with pytest.raises(ValueError, match="sequence_length must be a positive int"):
         CharLMTask(sequence_length=0)
+
+
+def _primitives(jaxpr) -> set[str]:
+    from jax.extend.core import jaxprs_in_params
+
+    names = set()
+    for eqn in jaxpr.eqns:
+        names.add(eqn.primitive.name)
+        for sub in jaxprs_in_params(eqn.params):
+            names |= _primitives(sub)
+    return names
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_recurrent_kernels_are_orthogonal_without_a_qr(cell):
+    # A vmapped QR (flax's orthogonal init) can hang XLA's CPU thread pool on 2 cores
+    # when several run at once (an LSTM's gates): the init must not contain one.
+    task = CharLMTask(cell=cell, hidden_size=16, embed_size=8, batch_size=2, sequence_length=4)
+    keys = jax.random.split(jax.random.PRNGKey(0), 3)
+    jaxpr = jax.make_jaxpr(jax.vmap(task.init))(keys).jaxpr
+    assert not _primitives(jaxpr) & {"qr", "geqrf", "geqp3", "householder_product"}
+    params = jax.vmap(task.init)(keys)
+    kernels = [
+        leaf
+        for path, leaf in jax.tree_util.tree_leaves_with_path(params)
+        if leaf.ndim == 3 and leaf.shape[1:] == (16, 16)  # the hidden-to-hidden kernels
+    ]
+    assert kernels
+    for kernel in kernels:
+        gram = jnp.einsum("bij,bik->bjk", kernel, kernel)
+        np.testing.assert_allclose(gram, np.broadcast_to(np.eye(16), gram.shape), atol=1e-5)
