@@ -20,6 +20,7 @@ from lopt_plugins.task_distributions.image import (
     ImageTaskDistribution,
 )
 from lopt_plugins.task_distributions.mixture import AugmentedDistribution, DistributionMixture
+from lopt_plugins.task_distributions.transformer_lm import TransformerLMDistribution
 
 DISTRIBUTIONS: dict[str, type[TaskDistribution]] = {
     cls.__name__: cls
@@ -31,6 +32,7 @@ DISTRIBUTIONS: dict[str, type[TaskDistribution]] = {
         ConvNetDistribution,
         ImageTaskDistribution,
         CharLMDistribution,
+        TransformerLMDistribution,
     )
 }
 

@@ -8,7 +8,7 @@ normalizer.
 from __future__ import annotations
 
 import lopt_core
-from lopt_plugins.tasks import char_lm, conv, image_mlp
+from lopt_plugins.tasks import char_lm, conv, image_mlp, transformer_lm
 from lopt_plugins.tasks._image import ImageClassificationTask
 from lopt_plugins.tasks.char_lm import CharLMTask
 from lopt_plugins.tasks.conv import ImageConvTask
@@ -23,14 +23,19 @@ from lopt_plugins.tasks.quadratics import (
     NoisyConditionedQuadraticFamily,
     QuadraticTask,
 )
+from lopt_plugins.tasks.transformer_lm import TransformerLMTask
 
 # Registered name -> factory. Presets are classes too, so gin can set their batch_size.
 # Each is registered (and exported) under its class name.
 TASKS: dict[str, type[lopt_core.Task]] = {
-    **{cls.__name__: cls for cls in (QuadraticTask, ImageMLPTask, ImageConvTask, CharLMTask)},
+    **{
+        cls.__name__: cls
+        for cls in (QuadraticTask, ImageMLPTask, ImageConvTask, CharLMTask, TransformerLMTask)
+    },
     **image_mlp.PRESETS,
     **conv.PRESETS,
     **char_lm.PRESETS,
+    **transformer_lm.PRESETS,
 }
 
 TASK_FAMILIES: dict[str, type[lopt_core.TaskFamily]] = {
@@ -48,6 +53,7 @@ TASK_FAMILIES: dict[str, type[lopt_core.TaskFamily]] = {
 globals().update(image_mlp.PRESETS)
 globals().update(conv.PRESETS)
 globals().update(char_lm.PRESETS)
+globals().update(transformer_lm.PRESETS)
 
 
 @lopt_core.hookimpl

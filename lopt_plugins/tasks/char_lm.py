@@ -120,15 +120,26 @@ class CharLMTask(ArgsEquality, Task):
         return classification_normalizer(loss, self.vocab_size)
 
 
-def _char_lm_preset(name: str, cell: str, hidden_size: int, embed_size: int) -> type[CharLMTask]:
+def _char_lm_preset(
+    name: str, cell: str, hidden_size: int, embed_size: int, num_layers: int = 1
+) -> type[CharLMTask]:
     def __init__(self, batch_size: int = 32, sequence_length: int = 64, path: str | None = None):
         CharLMTask.__init__(
-            self, "text", cell, hidden_size, embed_size, batch_size, sequence_length, path
+            self,
+            "text",
+            cell,
+            hidden_size,
+            embed_size,
+            batch_size,
+            sequence_length,
+            path,
+            num_layers,
         )
         self.name = name
 
+    layers = "One-layer" if num_layers == 1 else f"{num_layers}-layer"
     doc = (
-        f"One-layer {cell.upper()} ({hidden_size} units, {embed_size}-dim embedding) character "
+        f"{layers} {cell.upper()} ({hidden_size} units, {embed_size}-dim embedding) character "
         "LM on the text dataset; normalized loss = cross-entropy / log(vocab_size)."
     )
     return type(
@@ -146,6 +157,11 @@ def _char_lm_preset(name: str, cell: str, hidden_size: int, embed_size: int) -> 
 PRESETS: dict[str, type[CharLMTask]] = {
     "CharLM_Text_LSTM64": _char_lm_preset("CharLM_Text_LSTM64", "lstm", 64, 32),
     "CharLM_Text_GRU64": _char_lm_preset("CharLM_Text_GRU64", "gru", 64, 32),
+    # Stacked RNNs, all with a 32-dim embedding.
+    "CharLM_Text_LSTM64x2": _char_lm_preset("CharLM_Text_LSTM64x2", "lstm", 64, 32, 2),
+    "CharLM_Text_LSTM128x2": _char_lm_preset("CharLM_Text_LSTM128x2", "lstm", 128, 32, 2),
+    "CharLM_Text_GRU64x3": _char_lm_preset("CharLM_Text_GRU64x3", "gru", 64, 32, 3),
+    "CharLM_Text_GRU128x2": _char_lm_preset("CharLM_Text_GRU128x2", "gru", 128, 32, 2),
 }
 # Module attributes, so that presets import and pickle by name.
 globals().update(PRESETS)

@@ -10,7 +10,7 @@ import pytest
 
 from helpers import DOCS_DIR
 from lopt_plugins import datasets
-from lopt_plugins.tasks import TASK_FAMILIES, TASKS, char_lm, conv, image_mlp
+from lopt_plugins.tasks import TASK_FAMILIES, TASKS, char_lm, conv, image_mlp, transformer_lm
 
 DOC = DOCS_DIR / "tasks.md"
 TEXT = DOC.read_text(encoding="utf-8")
@@ -46,6 +46,16 @@ def test_documented_parameter_counts_are_right():
     tokens = jnp.zeros((1, 1), jnp.int32)
     expected["CharLM_Text_LSTM64"] = _num_params(char_lm.CharRNN(256, 32, 64, "lstm"), tokens)
     expected["CharLM_Text_GRU64"] = _num_params(char_lm.CharRNN(256, 32, 64, "gru"), tokens)
+    for name, cell, hidden, layers in (
+        ("CharLM_Text_LSTM64x2", "lstm", 64, 2),
+        ("CharLM_Text_LSTM128x2", "lstm", 128, 2),
+        ("CharLM_Text_GRU64x3", "gru", 64, 3),
+        ("CharLM_Text_GRU128x2", "gru", 128, 2),
+    ):
+        expected[name] = _num_params(char_lm.CharRNN(256, 32, hidden, cell, layers), tokens)
+    for name, preset in transformer_lm.PRESETS.items():
+        task = preset()
+        expected[name] = _num_params(task.module, jnp.zeros((1, task.sequence_length), jnp.int32))
     assert documented == expected
 
 

@@ -34,6 +34,15 @@ EXPECTED_TASKS = {
     "Conv_Cifar10_32x64x64",
     "CharLM_Text_LSTM64",
     "CharLM_Text_GRU64",
+    "CharLM_Text_LSTM64x2",
+    "CharLM_Text_LSTM128x2",
+    "CharLM_Text_GRU64x3",
+    "CharLM_Text_GRU128x2",
+    "TransformerLMTask",
+    "TransformerLM_Text_L1_D16_H2",
+    "TransformerLM_Text_L2_D32_H2",
+    "TransformerLM_Text_L4_D64_H4",
+    "TransformerLM_Text_L4_D128_H8",
 }
 EXPECTED_FAMILIES = {
     "FixedDimQuadraticFamily",
