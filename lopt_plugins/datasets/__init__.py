@@ -12,10 +12,25 @@ import lopt_core
 from lopt_plugins.datasets._common import DATA_DIR_ENV, DatasetNotFoundError, RandomBatches
 from lopt_plugins.datasets._image_files import read_idx
 from lopt_plugins.datasets.images import cifar10, digits, fashion_mnist, kmnist, mnist
+from lopt_plugins.datasets.tabular import breast_cancer, diabetes, iris, wine
 from lopt_plugins.datasets.text import text
 
 # Registered name -> builder; each is registered (and exported) under its function name.
-BUILDERS = {f.__name__: f for f in (digits, mnist, fashion_mnist, kmnist, cifar10, text)}
+BUILDERS = {
+    f.__name__: f
+    for f in (
+        digits,
+        mnist,
+        fashion_mnist,
+        kmnist,
+        cifar10,
+        text,
+        wine,
+        breast_cancer,
+        iris,
+        diabetes,
+    )
+}
 
 
 @lopt_core.hookimpl

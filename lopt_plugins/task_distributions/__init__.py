@@ -21,6 +21,7 @@ from lopt_plugins.task_distributions.image import (
 )
 from lopt_plugins.task_distributions.mixture import AugmentedDistribution, DistributionMixture
 from lopt_plugins.task_distributions.transformer_lm import TransformerLMDistribution
+from lopt_plugins.tasks.synthetic import SyntheticDistribution
 
 DISTRIBUTIONS: dict[str, type[TaskDistribution]] = {
     cls.__name__: cls
@@ -33,6 +34,7 @@ DISTRIBUTIONS: dict[str, type[TaskDistribution]] = {
         ImageTaskDistribution,
         CharLMDistribution,
         TransformerLMDistribution,
+        SyntheticDistribution,
     )
 }
 

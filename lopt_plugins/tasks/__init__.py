@@ -8,7 +8,7 @@ normalizer.
 from __future__ import annotations
 
 import lopt_core
-from lopt_plugins.tasks import char_lm, conv, image_mlp, transformer_lm
+from lopt_plugins.tasks import char_lm, conv, image_mlp, synthetic, tabular, transformer_lm
 from lopt_plugins.tasks._image import ImageClassificationTask
 from lopt_plugins.tasks.char_lm import CharLMTask
 from lopt_plugins.tasks.conv import ImageConvTask
@@ -23,6 +23,7 @@ from lopt_plugins.tasks.quadratics import (
     NoisyConditionedQuadraticFamily,
     QuadraticTask,
 )
+from lopt_plugins.tasks.tabular import TabularLinearTask, TabularMLPTask
 from lopt_plugins.tasks.transformer_lm import TransformerLMTask
 
 # Registered name -> factory. Presets are classes too, so gin can set their batch_size.
@@ -30,23 +31,36 @@ from lopt_plugins.tasks.transformer_lm import TransformerLMTask
 TASKS: dict[str, type[lopt_core.Task]] = {
     **{
         cls.__name__: cls
-        for cls in (QuadraticTask, ImageMLPTask, ImageConvTask, CharLMTask, TransformerLMTask)
+        for cls in (
+            QuadraticTask,
+            ImageMLPTask,
+            ImageConvTask,
+            CharLMTask,
+            TransformerLMTask,
+            TabularMLPTask,
+            TabularLinearTask,
+        )
     },
     **image_mlp.PRESETS,
     **conv.PRESETS,
     **char_lm.PRESETS,
     **transformer_lm.PRESETS,
+    **tabular.PRESETS,
+    **synthetic.PRESETS,
 }
 
 TASK_FAMILIES: dict[str, type[lopt_core.TaskFamily]] = {
-    cls.__name__: cls
-    for cls in (
-        FixedDimQuadraticFamily,
-        NoisyConditionedQuadraticFamily,
-        ImageMLPInitFamily,
-        ImageMLPDataFamily,
-        ImageMLPActivationFamily,
-    )
+    **{
+        cls.__name__: cls
+        for cls in (
+            FixedDimQuadraticFamily,
+            NoisyConditionedQuadraticFamily,
+            ImageMLPInitFamily,
+            ImageMLPDataFamily,
+            ImageMLPActivationFamily,
+        )
+    },
+    **synthetic.FAMILIES,
 }
 
 # Presets, importable by name: `from lopt_plugins.tasks import ImageMLP_Digits8_Relu32`.
@@ -54,6 +68,9 @@ globals().update(image_mlp.PRESETS)
 globals().update(conv.PRESETS)
 globals().update(char_lm.PRESETS)
 globals().update(transformer_lm.PRESETS)
+globals().update(tabular.PRESETS)
+globals().update(synthetic.PRESETS)
+globals().update(synthetic.FAMILIES)
 
 
 @lopt_core.hookimpl

@@ -138,6 +138,10 @@ def test_lopt_register_registers_every_dataset_builder():
         "kmnist": D.kmnist,
         "cifar10": D.cifar10,
         "text": D.text,
+        "wine": D.wine,
+        "breast_cancer": D.breast_cancer,
+        "iris": D.iris,
+        "diabetes": D.diabetes,
     }
     assert len(calls) == len(registered)
 

@@ -43,6 +43,21 @@ EXPECTED_TASKS = {
     "TransformerLM_Text_L2_D32_H2",
     "TransformerLM_Text_L4_D64_H4",
     "TransformerLM_Text_L4_D128_H8",
+    "TabularMLPTask",
+    "TabularLinearTask",
+    "TabularMLP_Wine_Relu32",
+    "TabularMLP_Iris_Relu16",
+    "TabularMLP_BreastCancer_Relu64x32",
+    "TabularMLP_Diabetes_Relu64",
+    "Logistic_Wine",
+    "Logistic_Iris",
+    "Logistic_BreastCancer",
+    "Linear_Diabetes",
+    "TeacherStudent_Dim8_Relu32",
+    "LeastSquares_Dim32_Cond1e3",
+    "LogisticRegression_Dim16",
+    "Rosenbrock_Dim10",
+    "Rastrigin_Dim10",
 }
 EXPECTED_FAMILIES = {
     "FixedDimQuadraticFamily",
@@ -50,6 +65,11 @@ EXPECTED_FAMILIES = {
     "ImageMLPInitFamily",
     "ImageMLPDataFamily",
     "ImageMLPActivationFamily",
+    "TeacherStudentFamily",
+    "LeastSquaresFamily",
+    "LogisticRegressionFamily",
+    "RosenbrockFamily",
+    "RastriginFamily",
 }
 
 
