@@ -19,23 +19,27 @@ from lopt_plugins.task_distributions.image import (
     ImageMLPDistribution,
     ImageTaskDistribution,
 )
+from lopt_plugins.task_distributions.image_zoo import DISTRIBUTIONS as IMAGE_ZOO
 from lopt_plugins.task_distributions.mixture import AugmentedDistribution, DistributionMixture
 from lopt_plugins.task_distributions.transformer_lm import TransformerLMDistribution
 from lopt_plugins.tasks.synthetic import SyntheticDistribution
 
 DISTRIBUTIONS: dict[str, type[TaskDistribution]] = {
-    cls.__name__: cls
-    for cls in (
-        FamilyMixture,
-        DistributionMixture,
-        AugmentedDistribution,
-        ImageMLPDistribution,
-        ConvNetDistribution,
-        ImageTaskDistribution,
-        CharLMDistribution,
-        TransformerLMDistribution,
-        SyntheticDistribution,
-    )
+    **{
+        cls.__name__: cls
+        for cls in (
+            FamilyMixture,
+            DistributionMixture,
+            AugmentedDistribution,
+            ImageMLPDistribution,
+            ConvNetDistribution,
+            ImageTaskDistribution,
+            CharLMDistribution,
+            TransformerLMDistribution,
+            SyntheticDistribution,
+        )
+    },
+    **IMAGE_ZOO,
 }
 
 

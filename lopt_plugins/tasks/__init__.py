@@ -8,8 +8,20 @@ normalizer.
 from __future__ import annotations
 
 import lopt_core
-from lopt_plugins.tasks import char_lm, conv, image_mlp, synthetic, tabular, transformer_lm
+from lopt_plugins.tasks import (
+    autoencoder,
+    char_lm,
+    conv,
+    image_mlp,
+    mixer,
+    resnet,
+    synthetic,
+    tabular,
+    transformer_lm,
+    vit,
+)
 from lopt_plugins.tasks._image import ImageClassificationTask
+from lopt_plugins.tasks.autoencoder import ImageAutoencoderTask, ImageVAETask
 from lopt_plugins.tasks.char_lm import CharLMTask
 from lopt_plugins.tasks.conv import ImageConvTask
 from lopt_plugins.tasks.families import (
@@ -18,13 +30,16 @@ from lopt_plugins.tasks.families import (
     ImageMLPInitFamily,
 )
 from lopt_plugins.tasks.image_mlp import ImageMLPTask
+from lopt_plugins.tasks.mixer import MixerTask
 from lopt_plugins.tasks.quadratics import (
     FixedDimQuadraticFamily,
     NoisyConditionedQuadraticFamily,
     QuadraticTask,
 )
+from lopt_plugins.tasks.resnet import ResNetTask
 from lopt_plugins.tasks.tabular import TabularLinearTask, TabularMLPTask
 from lopt_plugins.tasks.transformer_lm import TransformerLMTask
+from lopt_plugins.tasks.vit import ViTTask
 
 # Registered name -> factory. Presets are classes too, so gin can set their batch_size.
 # Each is registered (and exported) under its class name.
@@ -39,6 +54,11 @@ TASKS: dict[str, type[lopt_core.Task]] = {
             TransformerLMTask,
             TabularMLPTask,
             TabularLinearTask,
+            ImageAutoencoderTask,
+            ImageVAETask,
+            ResNetTask,
+            ViTTask,
+            MixerTask,
         )
     },
     **image_mlp.PRESETS,
@@ -47,6 +67,10 @@ TASKS: dict[str, type[lopt_core.Task]] = {
     **transformer_lm.PRESETS,
     **tabular.PRESETS,
     **synthetic.PRESETS,
+    **autoencoder.PRESETS,
+    **resnet.PRESETS,
+    **vit.PRESETS,
+    **mixer.PRESETS,
 }
 
 TASK_FAMILIES: dict[str, type[lopt_core.TaskFamily]] = {
@@ -71,6 +95,8 @@ globals().update(transformer_lm.PRESETS)
 globals().update(tabular.PRESETS)
 globals().update(synthetic.PRESETS)
 globals().update(synthetic.FAMILIES)
+for _module in (autoencoder, resnet, vit, mixer):
+    globals().update(_module.PRESETS)
 
 
 @lopt_core.hookimpl

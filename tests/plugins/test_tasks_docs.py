@@ -7,6 +7,7 @@ import re
 import jax
 import jax.numpy as jnp
 import pytest
+from test_tasks_image_zoo import zoo_param_counts  # a sibling test module (tests/plugins)
 
 from helpers import DOCS_DIR
 from lopt_plugins import datasets
@@ -53,6 +54,7 @@ def test_documented_parameter_counts_are_right():
         ("CharLM_Text_GRU128x2", "gru", 128, 2),
     ):
         expected[name] = _num_params(char_lm.CharRNN(256, 32, hidden, cell, layers), tokens)
+    expected.update(zoo_param_counts())  # the image zoo's presets, counted without data
     for name, preset in transformer_lm.PRESETS.items():
         task = preset()
         expected[name] = _num_params(task.module, jnp.zeros((1, task.sequence_length), jnp.int32))
