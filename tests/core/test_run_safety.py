@@ -145,4 +145,3 @@ def test_strict_json_reaches_every_depth():
     report = {"a": [1.0, math.inf, {"b": -math.inf, "c": (math.nan, 2)}], "d": "x"}
     assert strict_json(report) == {"a": [1.0, None, {"b": None, "c": [None, 2]}], "d": "x"}
     json.dumps(strict_json(report), allow_nan=False)  # no NaN or Infinity left
-
