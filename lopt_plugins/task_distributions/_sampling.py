@@ -65,6 +65,11 @@ def options(value: Any, what: str, known: Sequence[Any] | None = None) -> tuple[
     return value
 
 
+def int_options(value: Any, what: str) -> tuple[int, ...]:
+    """A non-empty tuple of positive int choices (a single int is one choice)."""
+    return tuple(positive_int(v, what) for v in options(value, what))
+
+
 def log_uniform_int(
     rng: np.random.Generator, bounds: tuple[int, int], powers_of_two: bool = False
 ) -> int:

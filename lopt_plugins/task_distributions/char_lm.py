@@ -17,6 +17,7 @@ from lopt_plugins.task_distributions._sampling import (
     BoundedDistribution,
     Cost,
     checked_first_draw,
+    int_options,
     int_range,
     log_uniform_int,
     options,
@@ -55,13 +56,8 @@ class CharLMDistribution(BoundedDistribution):
         self.layers = int_range(layers, "layers")
         self.hidden_sizes = int_range(hidden_sizes, "hidden_sizes")
         self.embed_sizes = int_range(embed_sizes, "embed_sizes")
-        self.sequence_lengths = tuple(
-            int_range(n, "sequence_lengths")[0]
-            for n in options(sequence_lengths, "sequence_lengths")
-        )
-        self.batch_sizes = tuple(
-            int_range(n, "batch_sizes")[0] for n in options(batch_sizes, "batch_sizes")
-        )
+        self.sequence_lengths = int_options(sequence_lengths, "sequence_lengths")
+        self.batch_sizes = int_options(batch_sizes, "batch_sizes")
         self.dataset, self.path = dataset, path
         self.powers_of_two = bool(powers_of_two)
         checked_first_draw(self)

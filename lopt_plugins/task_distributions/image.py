@@ -28,6 +28,7 @@ from lopt_plugins.task_distributions._sampling import (
     BoundedDistribution,
     Cost,
     checked_first_draw,
+    int_options,
     int_range,
     log_uniform_int,
     options,
@@ -63,9 +64,7 @@ class _ImageDistribution(BoundedDistribution):
                 f"image_sizes must be a list of (height, width) pairs, got {image_sizes!r}."
             )
         self.activations = options(activations, "activations", tuple(ACTIVATIONS))
-        self.batch_sizes = tuple(
-            int_range(b, "batch_sizes")[0] for b in options(batch_sizes, "batch_sizes")
-        )
+        self.batch_sizes = int_options(batch_sizes, "batch_sizes")
         self.data_dir = data_dir
         self.powers_of_two = bool(powers_of_two)
 
@@ -153,9 +152,7 @@ class ConvNetDistribution(_ImageDistribution):
         )
         self.depth = int_range(depth, "depth")
         self.channels = int_range(channels, "channels")
-        self.kernel_sizes = tuple(
-            int_range(k, "kernel_sizes")[0] for k in options(kernel_sizes, "kernel_sizes")
-        )
+        self.kernel_sizes = int_options(kernel_sizes, "kernel_sizes")
         self.poolings = options(poolings, "poolings", tuple(POOLINGS))
         checked_first_draw(self)
 

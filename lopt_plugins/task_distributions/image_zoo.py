@@ -30,6 +30,7 @@ from lopt_plugins.task_distributions._sampling import (
     FLOPS_PER_MAC,
     Cost,
     checked_first_draw,
+    int_options,
     int_range,
     log_uniform_int,
     options,
@@ -120,7 +121,7 @@ def autoencoder_cost(task: ImageAutoencoderTask | ImageVAETask) -> Cost:
 
 
 def _patch_sizes(patch_sizes, image_sizes, what: str) -> tuple[int, ...]:
-    sizes = tuple(int_range(p, what)[0] for p in options(patch_sizes, what))
+    sizes = int_options(patch_sizes, what)
     for image_size in image_sizes:
         if not any(image_size[0] % p == 0 and image_size[1] % p == 0 for p in sizes):
             raise ValueError(f"{what} {sizes}: none divides the image size {image_size}.")
@@ -216,12 +217,8 @@ class ViTDistribution(_ImageDistribution):
         self.patch_sizes = _patch_sizes(patch_sizes, self.image_sizes, "patch_sizes")
         self.depth = int_range(depth, "depth")
         self.widths = int_range(widths, "widths")
-        self.num_heads = tuple(
-            int_range(h, "num_heads")[0] for h in options(num_heads, "num_heads")
-        )
-        self.mlp_ratios = tuple(
-            int_range(r, "mlp_ratios")[0] for r in options(mlp_ratios, "mlp_ratios")
-        )
+        self.num_heads = int_options(num_heads, "num_heads")
+        self.mlp_ratios = int_options(mlp_ratios, "mlp_ratios")
         self.poolings = options(poolings, "poolings", POOLINGS)
         checked_first_draw(self)
 

@@ -19,9 +19,9 @@ from lopt_plugins.task_distributions._sampling import (
     BoundedDistribution,
     Cost,
     checked_first_draw,
+    int_options,
     int_range,
     log_uniform_int,
-    options,
     pick,
 )
 from lopt_plugins.tasks.transformer_lm import TransformerLMTask, num_params
@@ -55,19 +55,10 @@ class TransformerLMDistribution(BoundedDistribution):
         super().__init__(max_params, max_step_mflops)
         self.layers = int_range(layers, "layers")
         self.d_models = int_range(d_models, "d_models")
-        self.num_heads = tuple(
-            int_range(n, "num_heads")[0] for n in options(num_heads, "num_heads")
-        )
-        self.mlp_ratios = tuple(
-            int_range(n, "mlp_ratios")[0] for n in options(mlp_ratios, "mlp_ratios")
-        )
-        self.sequence_lengths = tuple(
-            int_range(n, "sequence_lengths")[0]
-            for n in options(sequence_lengths, "sequence_lengths")
-        )
-        self.batch_sizes = tuple(
-            int_range(n, "batch_sizes")[0] for n in options(batch_sizes, "batch_sizes")
-        )
+        self.num_heads = int_options(num_heads, "num_heads")
+        self.mlp_ratios = int_options(mlp_ratios, "mlp_ratios")
+        self.sequence_lengths = int_options(sequence_lengths, "sequence_lengths")
+        self.batch_sizes = int_options(batch_sizes, "batch_sizes")
         self.dataset, self.path = dataset, path
         self.powers_of_two = bool(powers_of_two)
         checked_first_draw(self)
