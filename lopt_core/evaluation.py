@@ -57,7 +57,7 @@ class TrainingCurves:
 
     def at_step(self, split: str, step: int) -> np.ndarray:
         """Per-run loss of ``split`` at evaluation step ``step`` (must be an evaluation step)."""
-        losses = self._split(split)
+        losses = self.losses(split)
         matches = np.flatnonzero(self.eval_steps == step)
         if not len(matches):
             raise ValueError(
@@ -66,7 +66,8 @@ class TrainingCurves:
             )
         return losses[:, matches[0]]
 
-    def _split(self, split: str) -> np.ndarray:
+    def losses(self, split: str) -> np.ndarray:
+        """Per-run losses of ``split`` at every evaluation step, ``[runs, len(eval_steps)]``."""
         losses = getattr(self, f"{split}_loss", None) if split in EVAL_SPLITS else None
         if losses is None:
             raise ValueError(f"{self.name} has no {split!r} losses (evaluated: {self.splits()}).")
@@ -82,7 +83,7 @@ class TrainingCurves:
         ``steps_to_target`` is, per run, the first evaluation step whose loss is
         at or below the target (None for runs that never reach it).
         """
-        losses = self._split(split)
+        losses = self.losses(split)
         final, best = losses[:, -1], np.nanmin(np.where(np.isfinite(losses), losses, np.nan), 1)
         out = {
             "name": self.name,
@@ -187,6 +188,81 @@ class TuningResult:
     optimizer: Optimizer
 
 
+def sweep_curves(
+    make_optimizer: Callable[..., Optimizer],
+    task_or_family: Task | TaskFamily,
+    key: jax.Array,
+    settings: Sequence[Any],
+    num_steps: int,
+    num_runs: int = 5,
+    progress: Callable[[], None] | None = None,
+    names: Sequence[str] | None = None,
+    **options: Any,
+) -> list[TrainingCurves]:
+    """Curves of ``make_optimizer(setting)`` for each setting, all from one compiled program.
+
+    A setting is a number (passed positionally, e.g. a learning rate) or a
+    mapping of hyper-parameters (passed as keywords); all settings must have
+    the same form. ``make_optimizer`` is called with traced values, so it is
+    compiled once per (factory, shapes): factories that compare equal (a
+    class, a frozen dataclass) share the program across calls. Every setting
+    trains on the same ``key`` (same tasks, inits and data). ``names`` label the
+    curves (default: the factory's name and the setting). ``options`` go to
+    ``multi_task_training_curves``; ``progress`` is called once per setting.
+    """
+    if not settings:
+        raise ValueError("a hyper-parameter sweep needs at least one setting, got none.")
+    names = list(names) if names is not None else [None] * len(settings)
+    if len(names) != len(settings):
+        raise ValueError(f"got {len(names)} names for {len(settings)} settings.")
+    family = as_family(task_or_family)
+    sweep = _sweep_of(make_optimizer)
+    curves = []
+    for setting, name in zip(settings, names, strict=True):
+        theta = (
+            {k: np.float32(v) for k, v in setting.items()}
+            if isinstance(setting, dict)
+            else np.float32(setting)
+        )
+        curves.append(
+            multi_task_training_curves(
+                family,
+                sweep,
+                key,
+                num_runs,
+                num_steps,
+                theta=theta,
+                name=name or _setting_name(make_optimizer, setting),
+                **options,
+            )
+        )
+        if progress is not None:
+            progress()
+    return curves
+
+
+def _setting_name(make_optimizer: Any, setting: Any) -> str:
+    label = getattr(make_optimizer, "name", None) or getattr(make_optimizer, "__name__", "sweep")
+    if isinstance(setting, dict):
+        return f"{label}(" + ", ".join(f"{k}={v:.3g}" for k, v in setting.items()) + ")"
+    return f"{label} lr={setting:.3g}"
+
+
+def best_setting(
+    curves: Sequence[TrainingCurves], step: int | None = None, split: str = "inner_valid"
+) -> tuple[int, list[float]]:
+    """Index of the curves whose mean ``split`` loss at ``step`` (default: last) is lowest.
+
+    Also returns every candidate's score (``inf`` when any run diverged).
+    Ties go to the earlier candidate.
+    """
+    scores = []
+    for c in curves:
+        final = c.losses(split)[:, -1] if step is None else c.at_step(split, step)
+        scores.append(float(np.mean(final)) if np.all(np.isfinite(final)) else math.inf)
+    return int(np.argmin(scores)), scores
+
+
 def tune_learning_rate(
     make_optimizer: Callable[[float], Optimizer],
     task_or_family: Task | TaskFamily,
@@ -207,52 +283,52 @@ def tune_learning_rate(
     learning_rates = [float(lr) for lr in learning_rates]
     if not learning_rates:
         raise ValueError("tune_learning_rate needs at least one learning rate, got none.")
-    family = as_family(task_or_family)
-    by_lr = _by_learning_rate(make_optimizer)
-    scores = {}
-    for lr in learning_rates:
-        curves = multi_task_training_curves(
-            family,
-            by_lr,
-            key,
-            num_runs,
-            num_steps,
-            num_eval_batches=num_eval_batches,
-            eval_splits=("inner_valid",),
-            theta=np.float32(lr),
-        )
-        final = curves.inner_valid_loss[:, -1]
-        scores[lr] = float(np.mean(final)) if np.all(np.isfinite(final)) else math.inf
-        if progress is not None:
-            progress()
-    best = min(scores, key=lambda lr: (scores[lr], lr))
-    if not math.isfinite(scores[best]):
+    curves = sweep_curves(
+        make_optimizer,
+        task_or_family,
+        key,
+        learning_rates,
+        num_steps,
+        num_runs,
+        progress,
+        num_eval_batches=num_eval_batches,
+        eval_splits=("inner_valid",),
+    )
+    # Ties go to the smaller learning rate.
+    order = sorted(range(len(learning_rates)), key=lambda i: learning_rates[i])
+    index, scores = best_setting([curves[i] for i in order])
+    best = learning_rates[order[index]]
+    if not math.isfinite(scores[index]):
         raise ValueError(
-            f"every learning rate in {learning_rates} diverged on {family.name}; try smaller ones."
+            f"every learning rate in {learning_rates} diverged on "
+            f"{as_family(task_or_family).name}; try smaller ones."
         )
-    return TuningResult(best, scores, make_optimizer(best))
+    by_lr = {learning_rates[i]: s for i, s in zip(order, scores, strict=True)}
+    return TuningResult(best, {lr: by_lr[lr] for lr in learning_rates}, make_optimizer(best))
 
 
-class _ByLearningRate(LearnedOptimizer):
-    """``make_optimizer`` seen as a learned optimizer whose theta is the learning rate."""
+class _Sweep(LearnedOptimizer):
+    """``make_optimizer`` seen as a learned optimizer whose theta is its hyper-parameters."""
 
-    def __init__(self, make_optimizer: Callable[[Any], Optimizer]):
+    def __init__(self, make_optimizer: Callable[..., Optimizer]):
         self.make_optimizer = make_optimizer
 
     def init(self, key: jax.Array) -> Any:
-        raise NotImplementedError("a learning-rate sweep has no initial theta")
+        raise NotImplementedError("a hyper-parameter sweep has no initial theta")
 
     def opt_fn(self, theta: Any, is_training: bool = False) -> Optimizer:
+        if isinstance(theta, dict):
+            return self.make_optimizer(**theta)
         return self.make_optimizer(theta)
 
 
-_SWEEPS: dict[Any, _ByLearningRate] = {}
+_SWEEPS: dict[Any, _Sweep] = {}
 
 
-def _by_learning_rate(make_optimizer: Callable[[Any], Optimizer]) -> _ByLearningRate:
+def _sweep_of(make_optimizer: Callable[..., Optimizer]) -> _Sweep:
     # One object per factory: repeated sweeps reuse their compilation.
     if make_optimizer not in _SWEEPS:
-        _SWEEPS[make_optimizer] = _ByLearningRate(make_optimizer)
+        _SWEEPS[make_optimizer] = _Sweep(make_optimizer)
     return _SWEEPS[make_optimizer]
 
 

@@ -32,7 +32,7 @@ def plot_curves(
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     try:
         for c in curves:
-            losses = c._split(split)
+            losses = c.losses(split)
             with np.errstate(invalid="ignore"):
                 mean = np.nanmean(np.where(np.isfinite(losses), losses, np.nan), axis=0)
             (line,) = ax.plot(c.eval_steps, mean, label=c.name, linewidth=1.8)

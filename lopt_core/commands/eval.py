@@ -17,7 +17,8 @@ DESCRIPTION = (
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Add ``lopt eval RUN_DIR [--task NAME ...] [--steps N] [--seeds K] [--checkpoint ...]``."""
+    """Add ``lopt eval RUN_DIR [--task NAME ...] [--tasks-only] [--steps N] [--seeds K]
+    [--checkpoint ...]``."""
     parser = add_command(subparsers, "eval", run, HELP, DESCRIPTION)
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by `lopt train`")
     parser.add_argument(
@@ -26,6 +27,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=[],
         metavar="NAME",
         help="also evaluate on this registered task or task family; repeatable",
+    )
+    parser.add_argument(
+        "--tasks-only",
+        action="store_true",
+        help="evaluate only on the --task targets, not on held-out tasks of the run's family",
     )
     parser.add_argument(
         "--steps", type=int, help="horizon to report at (default: the run's truncation length)"
@@ -53,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate and print the table."""
     from lopt_core.run_report import evaluate_run, format_table
 
+    if args.tasks_only and not args.task:
+        raise ValueError("--tasks-only needs at least one --task NAME to evaluate on.")
     tasks = [_named_target(name) for name in args.task]
     report = evaluate_run(
         args.run_dir,
@@ -61,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         checkpoint=args.checkpoint,
         progress=not args.no_progress,
+        held_out=not args.tasks_only,
     )
     print(
         f"{report['learned_optimizer']} from the {report['checkpoint']} checkpoint "
