@@ -40,8 +40,7 @@ from lopt_core.registry import (
 from lopt_core.static_graph import StaticGraphError, sample_cfgs
 from lopt_core.tasks import Task, TaskFamily, single_task_to_family
 from lopt_core.training import TrainResult, train, train_family
-
-__version__ = "0.1.0"
+from lopt_core.version import __version__
 
 __all__ = [
     "KINDS",

@@ -22,7 +22,6 @@ from __future__ import annotations
 import difflib
 import functools
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,6 +30,7 @@ import gin
 
 import lopt_core
 from lopt_core import training
+from lopt_core.files import write_atomic
 from lopt_core.gin_errors import GinConfigError, translate
 from lopt_core.outer import run
 from lopt_core.outer.settings import RECIPE_FIELDS
@@ -262,10 +262,5 @@ def write_operative_config(
         "",
     ]
     text = "\n".join(header) + "\n" + gin.operative_config_str() + "\n"
-    path = run_dir / filename
-    # Write then rename, so a crash never leaves a half-written config behind.
-    with tempfile.NamedTemporaryFile("w", dir=run_dir, delete=False, suffix=".tmp") as f:
-        f.write(text)
-    os.chmod(f.name, 0o644)  # NamedTemporaryFile's 0600 would hide it from the run's other users
-    os.replace(f.name, path)
-    return path
+    # Written then renamed: a crash never leaves a half-written config behind.
+    return write_atomic(run_dir / filename, text)

@@ -22,8 +22,15 @@ from typing import Any
 
 import jax
 
-from lopt_core.evaluation import TrainingCurves, as_family, log_grid, multi_task_training_curves
-from lopt_core.evaluation import tune_learning_rate as _tune
+from lopt_core.evaluation import (
+    TrainingCurves,
+    as_family,
+    best_setting,
+    log_grid,
+    multi_task_training_curves,
+    sweep_curves,
+)
+from lopt_core.files import strict_json
 from lopt_core.gin_config import parse_config
 from lopt_core.keys import EVAL_HELD_OUT, EVAL_TUNING, tagged
 from lopt_core.learned.base import LearnedOptimizer
@@ -34,7 +41,6 @@ from lopt_core.outer.run_dir import (
     CHECKPOINT_DIR,
     LATEST,
     OPERATIVE_CONFIG_FILE,
-    strict_json,
 )
 from lopt_core.outer.settings import DEFAULT_TRUNCATION_LENGTH
 from lopt_core.outer.task_slots import TaskSlots
@@ -47,7 +53,7 @@ DEFAULT_LR_GRID = tuple(log_grid(1e-4, 1.0, 9))
 EVAL_FILE = "eval.json"
 
 
-def _query_built(selector: str) -> Any:
+def query_built(selector: str) -> Any:
     """Build the object a gin binding like ``meta_train.task_family = @X()`` refers to."""
     import gin
 
@@ -71,16 +77,16 @@ def _built(value: Any) -> Any:
 
 def _training_families(seed: int) -> list[TaskFamily] | None:
     """The bound task family, or a task distribution's validation families (None: neither)."""
-    family = _query_built("meta_train.task_family")
+    family = query_built("meta_train.task_family")
     if family is not None:
         return [as_family(family)] if isinstance(family, (Task, TaskFamily)) else None
-    distribution = _query_built("meta_train.task_distribution")
-    families = _query_built("meta_train.task_families")
+    distribution = query_built("meta_train.task_distribution")
+    families = query_built("meta_train.task_families")
     if distribution is None and families is not None:
         distribution = FamilyMixture(families)
     if not isinstance(distribution, TaskDistribution):
         return None
-    validation = _query_built("meta_train.validation_families")
+    validation = query_built("meta_train.validation_families")
     slots = TaskSlots(distribution, jax.random.PRNGKey(seed), 1, validation)
     return slots.validation_families()
 
@@ -104,8 +110,8 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str = "best") -> dict[str, 
     if checkpoint not in ("best", "latest"):
         raise ValueError(f"checkpoint must be 'best' or 'latest', got {checkpoint!r}.")
     parse_config([config])
-    learned_opt = _query_built("meta_train.learned_optimizer")
-    seed = _query_built("meta_train.seed") or 0
+    learned_opt = query_built("meta_train.learned_optimizer")
+    seed = query_built("meta_train.seed") or 0
     families = _training_families(int(seed))
     if families is None or not isinstance(learned_opt, LearnedOptimizer):
         raise ValueError(
@@ -113,7 +119,7 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str = "best") -> dict[str, 
             "meta_train.task_family, task_distribution or task_families; was it written by "
             "`lopt train`?"
         )
-    schedule = _query_built("meta_train.truncation_schedule") or ConstantTruncationSchedule(
+    schedule = query_built("meta_train.truncation_schedule") or ConstantTruncationSchedule(
         DEFAULT_TRUNCATION_LENGTH
     )
     horizon = schedule.fixed_length
@@ -150,34 +156,43 @@ def evaluate_target(
 ) -> tuple[list[TrainingCurves], dict[str, float]]:
     """Curves of the learned optimizer and the baselines on ``target`` for ``2 * horizon`` steps.
 
-    Baseline learning rates are tuned at the horizon on inner_valid with
-    ``seeds`` runs; the chosen rates are returned too.
+    Baseline learning rates are tuned by inner_valid loss at the horizon, on
+    runs of their own (another key: other tasks, inits and data than the
+    reported runs); the chosen rates are returned too. Each baseline's sweep
+    and its reported runs share one compiled program.
     """
     steps, every = 2 * horizon, _eval_every(horizon)
-    tick = progress or (lambda: None)
     held_out, tuning = tagged(key, EVAL_HELD_OUT), tagged(key, EVAL_TUNING)
-
-    def curves(optimizer, name, theta=None):
-        out = multi_task_training_curves(
+    options = dict(num_runs=seeds, progress=progress, eval_every=every, num_eval_batches=4)
+    results = [
+        multi_task_training_curves(
             target,
-            optimizer,
+            learned_opt,
             held_out,
             seeds,
             steps,
-            eval_every=every,
-            num_eval_batches=4,
+            every,
+            4,
             theta=theta,
-            name=name,
+            name=learned_opt.name,
         )
-        tick()
-        return out
-
-    results = [curves(learned_opt, learned_opt.name, theta), curves(Adam(1e-3), "Adam lr=1e-3")]
+    ]
+    if progress is not None:
+        progress()
     chosen = {}
     for label, make in (("Adam", Adam), ("SGDM", SGDM)):
-        tuned = _tune(make, target, tuning, learning_rates, horizon, seeds, progress=tick)
-        chosen[label] = tuned.best_learning_rate
-        results.append(curves(tuned.optimizer, f"{label} tuned lr={tuned.best_learning_rate:.3g}"))
+        sweep = sweep_curves(make, target, tuning, learning_rates, steps, **options)
+        index, scores = best_setting(sweep, step=horizon)
+        if not math.isfinite(scores[index]):
+            raise ValueError(
+                f"every learning rate in {list(learning_rates)} diverged for {label} on "
+                f"{target.name}; try smaller ones."
+            )
+        best = chosen[label] = float(learning_rates[index])
+        rates, names = [best], [f"{label} tuned lr={best:.3g}"]
+        if label == "Adam":
+            rates, names = [1e-3, best], ["Adam lr=1e-3", names[0]]
+        results += sweep_curves(make, target, held_out, rates, steps, names=names, **options)
     return results, chosen
 
 
@@ -231,12 +246,14 @@ def evaluate_run(
     checkpoint: str = "best",
     learning_rates: Sequence[float] = DEFAULT_LR_GRID,
     progress: bool = True,
+    held_out: bool = True,
 ) -> dict[str, Any]:
     """Evaluate the run in ``run_dir``; writes ``eval.json`` and ``eval_<target>.png`` there.
 
-    Targets: new samples of the training family, then each of ``tasks``
-    (a Task is run from ``seeds`` seeds). ``steps`` is the horizon to report
-    at (default: the run's truncation length); curves run to twice it.
+    Targets: new samples of the training family (unless ``held_out`` is
+    False), then each of ``tasks`` (a Task is run from ``seeds`` seeds).
+    ``steps`` is the horizon to report at (default: the run's truncation
+    length); curves run to twice it.
     """
     from tqdm.auto import tqdm
 
@@ -254,9 +271,10 @@ def evaluate_run(
         )
     else:
         horizon = run["horizon"]
-    targets = [(f"{family.name} (held-out tasks)", family) for family in run["families"]]
+    families = run["families"] if held_out else []
+    targets = [(f"{family.name} (held-out tasks)", family) for family in families]
     targets += [(t.name, as_family(t)) for t in tasks]
-    per_target = 2 + 2 * len(learning_rates) + 2
+    per_target = 1 + 2 * len(learning_rates) + 3
     bar = tqdm(total=per_target * len(targets), desc="lopt eval", unit="run", disable=not progress)
     key = jax.random.PRNGKey(run["seed"])
     report = {

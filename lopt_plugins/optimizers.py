@@ -8,6 +8,8 @@ from lopt_core import optimizers
 
 @lopt_core.hookimpl
 def lopt_register(registry) -> None:
-    """Register ``SGD``, ``SGDM``, ``Adam``, ``RMSProp``, ``AdamW`` and ``OptaxOptimizer``."""
-    for name in ("SGD", "SGDM", "Adam", "RMSProp", "AdamW", "OptaxOptimizer"):
+    """Register ``SGD``, ``SGDM``, ``Adam``, ``RMSProp``, ``AdamW``, ``WarmupCosineAdamW``
+    and ``OptaxOptimizer``."""
+    names = ("SGD", "SGDM", "Adam", "RMSProp", "AdamW", "WarmupCosineAdamW", "OptaxOptimizer")
+    for name in names:
         registry.register("optimizer", name, getattr(optimizers, name))

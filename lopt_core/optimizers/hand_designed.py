@@ -114,3 +114,32 @@ class AdamW(_HyperParamOptimizer):
             epsilon=epsilon,
             weight_decay=weight_decay,
         )
+
+
+class WarmupCosineAdamW(_HyperParamOptimizer):
+    """AdamW whose learning rate warms up linearly from 0 for ``warmup_steps``, then decays
+    to 0 along a cosine at ``total_steps`` (the usual schedule of tuned AdamW baselines)."""
+
+    def __init__(
+        self,
+        learning_rate: float = 1e-3,
+        weight_decay: float = 1e-4,
+        total_steps: int = 1000,
+        warmup_steps: int = 50,
+    ):
+        if isinstance(total_steps, int) and isinstance(warmup_steps, int):
+            if not 0 <= warmup_steps < total_steps:
+                raise ValueError(
+                    f"WarmupCosineAdamW: need 0 <= warmup_steps < total_steps, got "
+                    f"warmup_steps={warmup_steps}, total_steps={total_steps}."
+                )
+        # The unit schedule times the rate: optax's schedule refuses a traced peak value, and
+        # tuning sweeps trace the learning rate.
+        unit = optax.warmup_cosine_decay_schedule(0.0, 1.0, warmup_steps, total_steps, 0.0)
+        super().__init__(
+            optax.adamw(lambda count: learning_rate * unit(count), weight_decay=weight_decay),
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,
+            total_steps=total_steps,
+            warmup_steps=warmup_steps,
+        )

@@ -14,10 +14,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
+
+from lopt_core.files import strict_json, write_atomic
 
 CHECKPOINT_DIR = "checkpoints"
 LATEST = "latest.msgpack"
@@ -81,24 +82,7 @@ def truncate_rows(path: Path, last_step: int) -> None:
     if not path.is_file():
         return
     kept = [row for row in read_rows(path) if row["step"] <= last_step]
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
-        f.write("".join(dumps_row(row) + "\n" for row in kept))
-    os.chmod(f.name, 0o644)  # NamedTemporaryFile's 0600 would hide the run from its other users
-    os.replace(f.name, path)
-
-
-def strict_json(value: Any) -> Any:
-    """``value`` with every non-finite float (at any depth) replaced by ``None``.
-
-    (``NaN`` and ``Infinity`` are not JSON; jq, JavaScript and most log tools refuse them.)
-    """
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: strict_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [strict_json(v) for v in value]
-    return value
+    write_atomic(path, "".join(dumps_row(row) + "\n" for row in kept))
 
 
 def dumps_row(row: dict[str, Any]) -> str:

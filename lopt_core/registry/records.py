@@ -37,6 +37,7 @@ KINDS: tuple[str, ...] = (
     "learned_optimizer",
     "gradient_estimator",
     "truncation_schedule",
+    "suite",
 )
 
 ENTRY_POINT_GROUP = "lopt"

@@ -86,14 +86,14 @@ def test_the_mixture_recipe_draws_three_architectures_with_augmentation():
 
     from helpers import REPO_ROOT
     from lopt_core.gin_config import parse_config
-    from lopt_core.run_report import _query_built
+    from lopt_core.run_report import query_built
 
     parse_config([REPO_ROOT / "gin" / "mixture_pes.gin"])
-    distribution = _query_built("meta_train.task_distribution")
+    distribution = query_built("meta_train.task_distribution")
     names = [distribution.sample(jax.random.PRNGKey(i)).name for i in range(40)]
     for kind in ("ImageMLP_", "Conv_", "CharLM_"):
         assert any(kind in n for n in names), kind
     assert any(n.startswith("ReparamWeights(") for n in names)
     assert any(not n.startswith("ReparamWeights(") for n in names)
-    held_out = [f.name for f in _query_built("meta_train.validation_families")]
+    held_out = [f.name for f in query_built("meta_train.validation_families")]
     assert not set(held_out) & {n.removeprefix("ReparamWeights(").rstrip(")") for n in names}

@@ -21,7 +21,7 @@ MAX_MODULE_LINES = 400
 # The first matching prefix decides (longest prefixes first within this list's order).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("cli", ("lopt_core.cli", "lopt_core.commands")),
-    ("reports", ("lopt_core.run_report",)),
+    ("reports", ("lopt_core.run_report", "lopt_core.bench_report")),
     ("gin", ("lopt_core.gin_config", "lopt_core.gin_errors")),
     ("entry points", ("lopt_core.outer.run", "lopt_core.outer.meta_train")),
     ("distributed", ("lopt_core.distributed",)),
@@ -46,7 +46,14 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "lopt_core.outer.truncation_schedules",
         ),
     ),
-    ("evaluation", ("lopt_core.evaluation", "lopt_core.plotting")),
+    (
+        "evaluation",
+        (
+            "lopt_core.bench",
+            "lopt_core.evaluation",
+            "lopt_core.plotting",
+        ),
+    ),
     ("inner training", ("lopt_core.training", "lopt_core.train_loop")),
     (
         "protocols",
@@ -68,6 +75,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "lopt_core.sharding",
             "lopt_core.keys",
             "lopt_core.validation",
+            "lopt_core.files",
+            "lopt_core.version",
         ),
     ),
 ]

@@ -140,7 +140,7 @@ def test_a_run_where_no_update_applies_is_stuck(tmp_path):
 
 
 def test_strict_json_reaches_every_depth():
-    from lopt_core.outer.run_dir import strict_json
+    from lopt_core.files import strict_json
 
     report = {"a": [1.0, math.inf, {"b": -math.inf, "c": (math.nan, 2)}], "d": "x"}
     assert strict_json(report) == {"a": [1.0, None, {"b": None, "c": [None, 2]}], "d": "x"}
