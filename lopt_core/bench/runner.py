@@ -56,9 +56,11 @@ class Candidate:
 class TaskResult:
     """One task's curves (the candidate's first, then each baseline's) and scores.
 
-    ``init``: mean test loss at step 0; ``best``: lowest mean final test loss of
-    a tuned baseline, ``best_baseline`` its name. ``skipped`` says why a task
-    could not run (e.g. its data is not on this machine); then all else is empty.
+    Scores read ``split``: ``test`` for reports, ``inner_valid`` when choosing
+    anything (e.g. the best checkpoint of a run). ``init``: mean loss at step 0;
+    ``best``: lowest mean final loss of a tuned baseline, ``best_baseline`` its
+    name. ``skipped`` says why a task could not run (e.g. its data is not on this
+    machine); then all else is empty.
     """
 
     task: SuiteTask
@@ -68,15 +70,16 @@ class TaskResult:
     best: float = math.nan
     best_baseline: str = ""
     skipped: str | None = None
+    split: str = "test"
 
     def finals(self, name: str) -> np.ndarray:
-        """Per-run final test losses of optimizer ``name`` (inf where a run diverged)."""
-        final = self.curves[name].losses("test")[:, -1]
+        """Per-run final losses of optimizer ``name`` (inf where a run diverged)."""
+        final = self.curves[name].losses(self.split)[:, -1]
         return np.where(np.isfinite(final), final, np.inf)
 
     def mean_curve(self, name: str, runs: np.ndarray | None = None) -> np.ndarray:
-        """Mean test curve of ``name`` over its runs (or over the given rows of them)."""
-        losses = self.curves[name].losses("test") if runs is None else runs
+        """Mean curve of ``name`` over its runs (or over the given rows of them)."""
+        losses = self.curves[name].losses(self.split) if runs is None else runs
         return np.mean(np.where(np.isfinite(losses), losses, np.inf), axis=0)
 
     def normalized(self, name: str, runs: np.ndarray | None = None) -> float:
@@ -93,9 +96,11 @@ class TaskResult:
         )
 
 
-def _task_result(task: SuiteTask, curves: dict, records: dict, tuned: Sequence[str]) -> TaskResult:
-    result = TaskResult(task, curves, records)
-    reference = curves[tuned[0]].losses("test")[:, 0]
+def _task_result(
+    task: SuiteTask, curves: dict, records: dict, tuned: Sequence[str], split: str
+) -> TaskResult:
+    result = TaskResult(task, curves, records, split=split)
+    reference = curves[tuned[0]].losses(split)[:, 0]
     result.init = float(np.mean(reference))
     finals = {name: float(np.mean(result.finals(name))) for name in tuned}
     result.best_baseline = min(finals, key=finals.get)
@@ -110,8 +115,10 @@ def bench_task(
     baselines: Sequence[Baseline] = BASELINES,
     progress: Callable[[int], None] | None = None,
     recompute: bool = False,
+    split: str = "test",
 ) -> TaskResult:
-    """Baselines (archived or trained) and the candidate (None: baselines only) on ``task``."""
+    """Baselines (archived or trained) and the candidate (None: baselines only) on ``task``,
+    scored on ``split``."""
     try:
         family = task.build()
     except (FileNotFoundError, OSError) as error:  # data the user must point at
@@ -138,7 +145,7 @@ def bench_task(
     tuned = [b.name for b in baselines if b.tuned]
     if not tuned:
         raise ValueError("bench needs at least one tuned baseline to normalize scores.")
-    return _task_result(task, curves, records, tuned)
+    return _task_result(task, curves, records, tuned, split)
 
 
 def bench(
@@ -148,14 +155,18 @@ def bench(
     baselines: Sequence[Baseline] = BASELINES,
     progress: bool = True,
     recompute: bool = False,
+    split: str = "test",
 ) -> list[TaskResult]:
-    """Run ``candidate`` (None: only the baselines) on every task of ``suite``.
+    """Run ``candidate`` (None: only the baselines) on every task of ``suite``, scored on
+    ``split`` (``inner_valid`` to choose between optimizers without reading test).
 
     Baselines come from the suite's shipped archive or ``archive`` (default:
     the user cache); missing ones are trained and archived.
     """
     from tqdm.auto import tqdm
 
+    if split not in ("test", "inner_valid"):
+        raise ValueError(f"bench scores the test or inner_valid split, got {split!r}.")
     suite = get_suite(suite)
     if archive is None:
         archive = BaselineArchive(shipped=[suite.baselines] if suite.baselines else [])
@@ -172,7 +183,9 @@ def bench(
     try:
         for task in suite.tasks:
             bar.set_postfix_str(task.label[:40])
-            results.append(bench_task(candidate, task, archive, baselines, bar.update, recompute))
+            results.append(
+                bench_task(candidate, task, archive, baselines, bar.update, recompute, split)
+            )
     finally:
         bar.close()
     return results

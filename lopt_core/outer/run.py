@@ -63,6 +63,7 @@ def meta_train(
     validate_every: int = 0,
     validation_tasks: int = 4,
     validation_steps: int | None = None,
+    validation_suite: str | None = None,
     seed: int = 0,
     resume: bool = False,
     progress: bool = True,
@@ -92,7 +93,10 @@ def meta_train(
     ``validation_tasks`` held-out tasks of the family for ``validation_steps``
     steps (default: the truncation schedule's fixed length) and is scored by
     the mean final inner_valid loss; the best-scoring theta is kept in
-    ``checkpoints/best.msgpack``. Files written in ``output_dir``:
+    ``checkpoints/best.msgpack``. With ``validation_suite`` (e.g. ``"tiny"``),
+    validation also trains every task of that suite (``lopt bench``) and the
+    best theta is the one with the highest IQM of normalized inner_valid score
+    (test is never read: it stays for ``lopt bench``). Files written in ``output_dir``:
     ``metrics.jsonl`` (one JSON object per step), ``validation.jsonl`` and
     ``checkpoints/latest.msgpack``; ``on_start(output_dir)`` runs once the
     state is built or restored (``lopt train`` writes ``operative_config.gin``).

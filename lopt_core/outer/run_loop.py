@@ -22,6 +22,9 @@ import numpy as np
 from flax import struct
 
 from lopt_core import keys as key_tags
+from lopt_core.bench.runner import Candidate, bench
+from lopt_core.bench.scores import iqm
+from lopt_core.bench.suites import get_suite
 from lopt_core.evaluation import multi_task_training_curves, normalized_losses
 from lopt_core.outer.checkpoints import (
     UnreadableCheckpointError,
@@ -68,6 +71,7 @@ class MetaTrainResult:
 
 # The validation score of a task distribution run: mean normalized final inner_valid loss.
 NORMALIZED = "normalized_inner_valid_loss"
+SUITE_SCORE = "suite_normalized_iqm"  # higher is better
 
 
 def _finite_mean(values: np.ndarray) -> float:
@@ -118,6 +122,8 @@ class RunLoop:
         self.checkpoint_dir = output_dir / CHECKPOINT_DIR
         self.metrics_path = output_dir / METRICS_FILE
         self.validation_path = output_dir / VALIDATION_FILE
+        if settings.validation_suite is not None:
+            get_suite(settings.validation_suite)  # an unknown name fails now, not at step N
 
     def start(self, latest: Path | None) -> LearnerState:
         """The initial state, or the state of the checkpoint ``latest`` when resuming."""
@@ -228,6 +234,9 @@ class RunLoop:
             row[NORMALIZED] = score = _finite_mean(np.asarray(scores))
         else:
             score = row["inner_valid_loss"]
+        if self.settings.validation_suite is not None:
+            row.update(self.suite_scores(state))
+            score = -row[SUITE_SCORE]
         row["best"] = False
         if score < self.best_score:
             self.best_score = score
@@ -236,6 +245,21 @@ class RunLoop:
         with open(self.validation_path, "a") as f:
             f.write(dumps_row(row) + "\n")
         return row
+
+    def suite_scores(self, state: LearnerState) -> dict[str, float]:
+        """IQM of the normalized inner_valid scores of theta on the validation suite, and
+        each task's (``suite/<task>``); baselines come from the suite's archive."""
+        learned = self.learner.learned_opt
+        candidate = Candidate(learned.name, learned, state.theta)
+        results = bench(
+            candidate, self.settings.validation_suite, progress=False, split="inner_valid"
+        )
+        per_task = {
+            f"suite/{r.task.label}": r.normalized(candidate.name)
+            for r in results
+            if r.skipped is None
+        }
+        return {SUITE_SCORE: iqm(list(per_task.values())), **per_task}
 
     def loop(
         self,

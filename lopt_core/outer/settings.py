@@ -231,16 +231,30 @@ class RunSettings:
     """How a run proceeds: ``num_steps`` outer steps, a checkpoint every
     ``checkpoint_every``, validation every ``validate_every`` (0: never) on
     ``validation_tasks`` held-out tasks trained ``validation_steps`` steps
-    (None: the truncation schedule's fixed length), keys from ``seed``."""
+    (None: the truncation schedule's fixed length), keys from ``seed``. With a
+    ``validation_suite`` (a registered suite's name), validation also scores the
+    suite on inner_valid and the best checkpoint is chosen by that score."""
 
     num_steps: int = 1000
     checkpoint_every: int = 100
     validate_every: int = 0
     validation_tasks: int = 4
     validation_steps: int | None = None
+    validation_suite: str | None = None
     seed: int = 0
 
     def __post_init__(self):
+        if self.validation_suite is not None:
+            if not isinstance(self.validation_suite, str):
+                raise TypeError(
+                    "validation_suite is the name of a registered suite (e.g. 'tiny'), got "
+                    f"{type(self.validation_suite).__name__}: {self.validation_suite!r}."
+                )
+            if not self.validate_every:
+                raise ValueError(
+                    f"validation_suite={self.validation_suite!r} needs validate_every > 0 "
+                    "(how often to score the suite)."
+                )
         positive_int(self.num_steps, "num_steps")
         positive_int(self.checkpoint_every, "checkpoint_every")
         non_negative_int(self.validate_every, "validate_every")

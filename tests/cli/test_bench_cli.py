@@ -114,3 +114,33 @@ def test_python_candidates_are_checked():
     with pytest.raises(ValueError, match="needs a theta"):
         Candidate.of(learned)
     assert Candidate.of(learned, learned.init(jax.random.PRNGKey(0))).name == "LearnableSGD"
+
+
+def test_meta_train_validates_on_a_suite_and_keeps_the_best_by_its_score(tmp_path, empty_archive):
+    config = write_tiny_gin(
+        tmp_path / "tiny.gin",
+        "meta_train.num_steps = 4",
+        "meta_train.validate_every = 2",
+        "meta_train.validation_suite = 'tiny'",
+        "LearnableSGD.initial_lr = 0.02",
+    )
+    run = tmp_path / "run"
+    assert main(["train", str(config), "-o", str(run), "--no-progress"]) == 0
+    rows = [json.loads(r) for r in (run / "validation.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4]
+    tasks = [k for k in rows[0] if k.startswith("suite/")]
+    assert len(tasks) == len(get_suite("tiny").tasks)
+    for row in rows:
+        assert row["suite_normalized_iqm"] == pytest.approx(
+            float(np.mean(sorted(row[k] for k in tasks)[1:-1]))  # IQM of four: the middle two
+        )
+    best = max(rows, key=lambda r: r["suite_normalized_iqm"])
+    assert best["best"] and sum(r["best"] for r in rows) >= 1
+    assert not empty_archive.exists()  # the shipped baselines, on inner_valid
+    # A suite is checked when the run starts.
+    bad = write_tiny_gin(
+        tmp_path / "bad.gin",
+        "meta_train.validate_every = 2",
+        "meta_train.validation_suite = 'tinny'",
+    )
+    assert main(["train", str(bad), "-o", str(tmp_path / "bad"), "--no-progress"]) == 1

@@ -81,3 +81,14 @@ def test_task_distributions_guide_runs():
         k for row in rows for k in row
     )
     assert namespace["validation"][-1]["normalized_inner_valid_loss"] < 2.0
+
+
+def test_bench_guide_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOPT_BASELINE_ARCHIVE", str(tmp_path / "archive"))
+    namespace = run_blocks(DOCS / "bench.md")
+    scores = namespace["scores"]["adamw"]
+    low, high = scores["normalized_ci95"]
+    assert low <= scores["normalized_iqm"] <= high
+    assert not (tmp_path / "archive").exists()  # tiny's shipped baselines were used
+    suite = namespace["my_suite"]()
+    assert suite.tasks[0].build().name  # the example suite's task exists
