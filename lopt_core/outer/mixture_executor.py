@@ -18,7 +18,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from lopt_core.jit import BackendJit
 from lopt_core.outer.executors import Executor
@@ -60,7 +59,7 @@ class MixtureExecutor(Executor):
         self.learner = GradientLearner(
             spec.learned_optimizer,
             [p.estimator for p in self.current],
-            optax.adam(spec.outer_learning_rate),
+            spec.outer_optimizer(),
             spec.max_grad_norm,
         )
         # The meta-gradient's update: theta-shaped inputs only, so it compiles once.

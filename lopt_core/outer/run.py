@@ -58,6 +58,8 @@ def meta_train(
     resample_every: int = 0,
     max_programs: int | None = None,
     validation_families: Sequence[TaskFamily | Task] | int | None = None,
+    initial_theta: str | os.PathLike | None = None,
+    frozen_theta: Sequence[str] = (),
     num_steps: int = 1000,
     checkpoint_every: int = 100,
     validate_every: int = 0,
@@ -65,6 +67,7 @@ def meta_train(
     validation_steps: int | None = None,
     validation_suite: str | None = None,
     seed: int = 0,
+    metric_writers: Sequence[Any] = (),
     resume: bool = False,
     progress: bool = True,
     workers: int = 0,
@@ -96,7 +99,10 @@ def meta_train(
     ``checkpoints/best.msgpack``. With ``validation_suite`` (e.g. ``"tiny"``),
     validation also trains every task of that suite (``lopt bench``) and the
     best theta is the one with the highest IQM of normalized inner_valid score
-    (test is never read: it stays for ``lopt bench``). Files written in ``output_dir``:
+    (test is never read: it stays for ``lopt bench``). ``metric_writers``
+    (``MetricWriter`` objects such as the ``tensorboard`` and ``wandb`` plugins,
+    or factories of them) also get every row, the settings and the operative
+    config (docs/meta_training.md). Files written in ``output_dir``:
     ``metrics.jsonl`` (one JSON object per step), ``validation.jsonl`` and
     ``checkpoints/latest.msgpack``; ``on_start(output_dir)`` runs once the
     state is built or restored (``lopt train`` writes ``operative_config.gin``).
@@ -115,6 +121,10 @@ def meta_train(
     seconds to come back before its job counts as lost; ``recipe`` is a picklable
     function returning the ``LearnerSpec`` fields, called in every Ray actor to
     build its own tasks and data (default: the objects given here, pickled).
+
+    ``initial_theta`` (a checkpoint path) starts theta from another run's (or a
+    shipped theta file); ``frozen_theta`` names parts of theta (``/``-separated
+    key prefixes such as ``"mlp"``) that the outer steps leave as they are.
 
     The parameters are grouped and checked by ``LearnerSpec``, ``RunSettings``
     and ``WorkerSettings``; ``run_meta_training`` takes those objects directly.

@@ -14,14 +14,17 @@ parameter, because gin binds them by name (``meta_train.num_tasks = 8``).
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+import jax
 import optax
 
 from lopt_core.learned.base import LearnedOptimizer
 from lopt_core.outer.gradient_estimators import GradientEstimator, TruncatedPES
 from lopt_core.outer.learner import GradientLearner
+from lopt_core.outer.theta_init import ThetaFromCheckpoint, check_frozen, frozen_outer_optimizer
 from lopt_core.outer.truncated_step import VectorizedLOptTruncatedStep
 from lopt_core.outer.truncation_schedules import ConstantTruncationSchedule, TruncationSchedule
 from lopt_core.task_distributions import FamilyMixture, TaskDistribution
@@ -58,6 +61,10 @@ class LearnerSpec:
     ``family_weights``. With a distribution, validation scores
     ``validation_families`` (families, or how many held-out draws; None: 3) by
     their normalized losses. See docs/task_distributions.md.
+
+    ``initial_theta`` (a checkpoint of ``lopt train`` or a theta file) replaces
+    the learned optimizer's initial theta; ``frozen_theta`` names parts of theta
+    (``/``-separated key prefixes, e.g. ``"mlp"``) that outer steps leave as they are.
     """
 
     task_family: TaskFamily | None = None
@@ -76,6 +83,8 @@ class LearnerSpec:
     resample_every: int = 0
     max_programs: int | None = None
     validation_families: Sequence[TaskFamily | Task] | int | None = None
+    initial_theta: str | os.PathLike | None = None
+    frozen_theta: Sequence[str] = ()
 
     def __post_init__(self):
         sources = [
@@ -104,6 +113,17 @@ class LearnerSpec:
         if self.learned_optimizer is None:
             raise ValueError("meta-training needs a learned_optimizer; got none.")
         _instance(self.learned_optimizer, "learned_optimizer", (LearnedOptimizer,))
+        if self.initial_theta is not None:
+            wrapped = ThetaFromCheckpoint(self.learned_optimizer, self.initial_theta)
+            object.__setattr__(self, "learned_optimizer", wrapped)
+        if isinstance(self.frozen_theta, str):
+            raise TypeError(
+                f"frozen_theta is a list of parts of theta, e.g. ['mlp']; got the string "
+                f"{self.frozen_theta!r}."
+            )
+        object.__setattr__(self, "frozen_theta", tuple(self.frozen_theta))
+        if self.frozen_theta:
+            check_frozen(self.learned_optimizer.init(jax.random.PRNGKey(0)), self.frozen_theta)
         positive_int(self.num_estimators, "num_estimators")
         positive_float(self.outer_learning_rate, "outer_learning_rate")
         non_negative_int(self.resample_every, "resample_every")
@@ -148,11 +168,12 @@ class LearnerSpec:
             for _ in range(positive_int(count, "num_estimators"))
         ]
         return GradientLearner(
-            self.learned_optimizer,
-            estimators,
-            optax.adam(self.outer_learning_rate),
-            self.max_grad_norm,
+            self.learned_optimizer, estimators, self.outer_optimizer(), self.max_grad_norm
         )
+
+    def outer_optimizer(self) -> optax.GradientTransformation:
+        """Adam at ``outer_learning_rate``, with the ``frozen_theta`` parts' updates zeroed."""
+        return frozen_outer_optimizer(optax.adam(self.outer_learning_rate), self.frozen_theta)
 
     def estimator_for(self, family: TaskFamily) -> GradientEstimator:
         """A ``gradient_estimator`` over a new truncated step of ``family``."""
@@ -233,7 +254,10 @@ class RunSettings:
     ``validation_tasks`` held-out tasks trained ``validation_steps`` steps
     (None: the truncation schedule's fixed length), keys from ``seed``. With a
     ``validation_suite`` (a registered suite's name), validation also scores the
-    suite on inner_valid and the best checkpoint is chosen by that score."""
+    suite on inner_valid and the best checkpoint is chosen by that score.
+    ``metric_writers`` also receive every metrics and validation row, the
+    settings and the operative config (``lopt_core.metric_writers``; e.g. the
+    ``tensorboard`` and ``wandb`` plugins); ``metrics.jsonl`` is always written."""
 
     num_steps: int = 1000
     checkpoint_every: int = 100
@@ -242,8 +266,10 @@ class RunSettings:
     validation_steps: int | None = None
     validation_suite: str | None = None
     seed: int = 0
+    metric_writers: Sequence[Any] = ()
 
     def __post_init__(self):
+        object.__setattr__(self, "metric_writers", tuple(self.metric_writers or ()))
         if self.validation_suite is not None:
             if not isinstance(self.validation_suite, str):
                 raise TypeError(
