@@ -7,7 +7,9 @@ For each target (held-out tasks of the training family, and any named task),
 the learned optimizer, Adam at 1e-3, and Adam and SGDM with learning rates
 tuned on inner_valid all train for twice the meta-training horizon; test
 losses at the horizon and at twice it go into a table, ``eval.json`` and one
-PNG plot per target.
+PNG plot per target. With metric writers (``lopt eval --log tensorboard``), each
+optimizer's mean curves go to them too, as ``eval/<target>/<optimizer>/<split>_loss``
+at inner-training steps.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 
 from lopt_core.evaluation import (
     TrainingCurves,
@@ -34,6 +37,7 @@ from lopt_core.files import strict_json
 from lopt_core.gin_config import parse_config
 from lopt_core.keys import EVAL_HELD_OUT, EVAL_TUNING, tagged
 from lopt_core.learned.base import LearnedOptimizer
+from lopt_core.metric_writers import MetricWriters
 from lopt_core.optimizers import SGDM, Adam
 from lopt_core.outer.checkpoints import load_theta
 from lopt_core.outer.run_dir import (
@@ -238,6 +242,22 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "target"
 
 
+def log_curves(writers: MetricWriters, target: str, curves: Sequence[TrainingCurves]) -> None:
+    """Each optimizer's mean curves (over its runs) to ``writers``, one row per inner step."""
+    rows: dict[int, dict[str, float]] = {}
+    for c in curves:
+        base = f"eval/{_slug(target)}/{_slug(c.name)}"
+        for step, loss in enumerate(np.mean(c.train_loss, axis=0)):
+            rows.setdefault(step, {})[f"{base}/train_loss"] = loss
+        for split in ("inner_valid", "test"):
+            losses = getattr(c, f"{split}_loss")
+            if losses is not None:
+                for step, loss in zip(c.eval_steps, np.mean(losses, axis=0), strict=True):
+                    rows.setdefault(int(step), {})[f"{base}/{split}_loss"] = loss
+    for step in sorted(rows):
+        writers.scalars(step, rows[step])
+
+
 def evaluate_run(
     run_dir: str | os.PathLike,
     tasks: Sequence[Task | TaskFamily] = (),
@@ -247,13 +267,14 @@ def evaluate_run(
     learning_rates: Sequence[float] = DEFAULT_LR_GRID,
     progress: bool = True,
     held_out: bool = True,
+    writers: MetricWriters | None = None,
 ) -> dict[str, Any]:
     """Evaluate the run in ``run_dir``; writes ``eval.json`` and ``eval_<target>.png`` there.
 
     Targets: new samples of the training family (unless ``held_out`` is
     False), then each of ``tasks`` (a Task is run from ``seeds`` seeds).
     ``steps`` is the horizon to report at (default: the run's truncation
-    length); curves run to twice it.
+    length); curves run to twice it. ``writers`` get every target's mean curves.
     """
     from tqdm.auto import tqdm
 
@@ -305,6 +326,8 @@ def evaluate_run(
                 title=f"{name}: test loss ({seeds} runs)",
                 marker_steps=[horizon],
             )
+            if writers is not None:
+                log_curves(writers, name, curves)
             report["targets"].append(
                 {
                     "name": name,

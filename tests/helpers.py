@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import struct
 from pathlib import Path
 
 import jax
@@ -91,3 +92,44 @@ def sample_tasks_jitted(family, n: int, key=None):
     """``n`` cfgs of ``family``, sampled in one compiled call (eager vmap compiles op by op)."""
     key = jax.random.PRNGKey(0) if key is None else key
     return jax.jit(family.sample_tasks, static_argnums=1)(key, n)
+
+
+# Metric writers' files ------------------------------------------------------------------------
+
+
+def tensorboard_events(log_dir: Path) -> list:
+    """Every event of the event files in ``log_dir`` (TFRecord: length, crc, data, crc)."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    events = []
+    for path in sorted(log_dir.glob("events.out.tfevents.*")):
+        data, pos = path.read_bytes(), 0
+        while pos < len(data):
+            (length,) = struct.unpack("<Q", data[pos : pos + 8])
+            event = Event()
+            event.ParseFromString(data[pos + 12 : pos + 12 + length])
+            events.append(event)
+            pos += 12 + length + 4
+    return events
+
+
+def wandb_records(run_file: Path) -> list:
+    """The records of a W&B ``.wandb`` file (a LevelDB-style log of 32 KiB blocks)."""
+    from wandb.proto.wandb_internal_pb2 import Record
+
+    data, block, pos, parts, records = run_file.read_bytes(), 32768, 7, [], []
+    assert data[:4] == b":W&B"
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:  # a block's tail too short for a header is padding
+            pos += left
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        parts.append(data[pos + 7 : pos + 7 + length])
+        pos += 7 + length
+        if kind in (1, 4):  # a full record, or the last part of one
+            record = Record()
+            record.ParseFromString(b"".join(parts))
+            records.append(record)
+            parts = []
+    return records

@@ -57,3 +57,53 @@ def parse_gin_arguments(args: argparse.Namespace) -> None:
     from lopt_core.gin_config import parse_config
 
     parse_config(args.config, args.gin_param)
+
+
+def add_log_argument(parser: argparse.ArgumentParser) -> None:
+    """Add ``--log WRITER`` (repeatable): metric writers besides the JSON-lines files."""
+    parser.add_argument(
+        "--log",
+        action="append",
+        default=[],
+        metavar="WRITER",
+        help="also log to this metric writer: tensorboard, wandb, or any installed "
+        "`metric_writer` plugin (`lopt plugins --kind metric_writer`); repeatable. "
+        "jsonl (metrics.jsonl) is always on.",
+    )
+
+
+ALWAYS_ON_WRITER = "jsonl"
+
+
+def named_metric_writers(names: list[str], *, gin_configured: bool) -> list:
+    """Factories of the metric writers named by ``--log`` (``jsonl``, always on, adds none).
+
+    ``gin_configured``: the gin-configured factories (``tensorboard.log_dir = ...``
+    in the run's config applies), else the registry's plain ones.
+    """
+    import difflib
+
+    from lopt_core.registry import get_registry
+
+    registry = get_registry()
+    known = registry.names("metric_writer")
+    factories = []
+    for name in dict.fromkeys(names):
+        if name == ALWAYS_ON_WRITER:
+            continue
+        if name not in known:
+            close = difflib.get_close_matches(name, [ALWAYS_ON_WRITER, *known], n=2)
+            hint = f" Did you mean {' or '.join(close)}?" if close else ""
+            raise ValueError(
+                f"--log {name}: there is no metric writer named {name!r}.{hint} Installed: "
+                f"{', '.join([ALWAYS_ON_WRITER, *known])} (`lopt plugins --kind metric_writer`)."
+            )
+        if gin_configured:
+            import gin
+
+            from lopt_core.gin_config import entry_module
+
+            factories.append(gin.get_configurable(f"{entry_module('metric_writer')}.{name}"))
+        else:
+            factories.append(registry.get("metric_writer", name))
+    return factories

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lopt_core.commands import add_command
+from lopt_core.commands import add_command, add_log_argument, named_metric_writers
 
 HELP = "Evaluate a run's learned optimizer against tuned Adam and SGDM."
 DESCRIPTION = (
@@ -18,7 +18,7 @@ DESCRIPTION = (
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``lopt eval RUN_DIR [--task NAME ...] [--tasks-only] [--steps N] [--seeds K]
-    [--checkpoint ...]``."""
+    [--checkpoint ...] [--log WRITER ...]``."""
     parser = add_command(subparsers, "eval", run, HELP, DESCRIPTION)
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by `lopt train`")
     parser.add_argument(
@@ -44,6 +44,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="which theta (default best)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_log_argument(parser)
     return parser
 
 
@@ -57,20 +58,24 @@ def _named_target(name: str):
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print the table."""
+    from lopt_core.metric_writers import MetricWriters
     from lopt_core.run_report import evaluate_run, format_table
 
     if args.tasks_only and not args.task:
         raise ValueError("--tasks-only needs at least one --task NAME to evaluate on.")
     tasks = [_named_target(name) for name in args.task]
-    report = evaluate_run(
-        args.run_dir,
-        tasks,
-        steps=args.steps,
-        seeds=args.seeds,
-        checkpoint=args.checkpoint,
-        progress=not args.no_progress,
-        held_out=not args.tasks_only,
-    )
+    factories = named_metric_writers(args.log, gin_configured=False)
+    with MetricWriters(factories, args.run_dir) as writers:
+        report = evaluate_run(
+            args.run_dir,
+            tasks,
+            steps=args.steps,
+            seeds=args.seeds,
+            checkpoint=args.checkpoint,
+            progress=not args.no_progress,
+            held_out=not args.tasks_only,
+            writers=writers,
+        )
     print(
         f"{report['learned_optimizer']} from the {report['checkpoint']} checkpoint "
         f"(step {report['checkpoint_step']})\n"

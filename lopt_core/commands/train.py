@@ -6,7 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from lopt_core.commands import add_command, add_gin_arguments
+from lopt_core.commands import (
+    add_command,
+    add_gin_arguments,
+    add_log_argument,
+    named_metric_writers,
+)
 from lopt_core.commands.recipes import find_recipe
 
 DEFAULT_RECIPE = "quickstart"
@@ -23,8 +28,8 @@ DESCRIPTION = (
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Add ``lopt train CONFIG.gin [-p B ...] [-o DIR] [--resume] [--ray] [--ray-address A]
-    [--workers N]``."""
+    """Add ``lopt train CONFIG.gin [-p B ...] [-o DIR] [--resume] [--log WRITER ...] [--ray]
+    [--ray-address A] [--workers N]``."""
     parser = add_command(subparsers, "train", run, HELP, DESCRIPTION)
     add_gin_arguments(parser, config_required=False)
     parser.add_argument(
@@ -37,6 +42,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue the run in --output-dir from its checkpoint"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_log_argument(parser)
     ray = parser.add_argument_group(
         "distributed", "gradient workers on Ray (pip install 'lopt[ray]'; docs/distributed.md)"
     )
@@ -73,6 +79,20 @@ def _bound(selector: str) -> bool:
     return True
 
 
+def _metric_writers(names: list[str]) -> list:
+    """The writers bound in gin (``meta_train.metric_writers``), then those of ``--log``."""
+    import gin
+
+    bound = []
+    if _bound("meta_train.metric_writers"):
+        for item in gin.query_parameter("meta_train.metric_writers") or ():
+            if isinstance(item, gin.config.ConfigurableReference):
+                item = gin.get_configurable(item.selector)
+            bound.append(item)
+    named = [w for w in named_metric_writers(names, gin_configured=True) if w not in bound]
+    return bound + named
+
+
 def run(args: argparse.Namespace) -> int:
     """Parse the config, run ``meta_train``, and report where the results are."""
     from lopt_core.gin_config import configured, gin_recipe, parse_config, write_operative_config
@@ -94,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
             "(gin/quickstart.gin is a complete recipe)."
         )
     options = {}
+    if args.log:
+        options["metric_writers"] = _metric_writers(args.log)
     if args.workers is not None:
         options["workers"] = args.workers
     if args.ray or args.ray_address:

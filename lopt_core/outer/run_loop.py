@@ -26,6 +26,7 @@ from lopt_core.bench.runner import Candidate, bench
 from lopt_core.bench.scores import iqm
 from lopt_core.bench.suites import get_suite
 from lopt_core.evaluation import multi_task_training_curves, normalized_losses
+from lopt_core.metric_writers import MetricWriters
 from lopt_core.outer.checkpoints import (
     UnreadableCheckpointError,
     load_checkpoint,
@@ -41,6 +42,7 @@ from lopt_core.outer.run_dir import (
     CHECKPOINT_DIR,
     LATEST,
     METRICS_FILE,
+    OPERATIVE_CONFIG_FILE,
     PREVIOUS,
     VALIDATION_FILE,
     dumps_row,
@@ -124,6 +126,7 @@ class RunLoop:
         self.validation_path = output_dir / VALIDATION_FILE
         if settings.validation_suite is not None:
             get_suite(settings.validation_suite)  # an unknown name fails now, not at step N
+        self.writers = MetricWriters()  # the metric writers of `loop` (none outside it)
 
     def start(self, latest: Path | None) -> LearnerState:
         """The initial state, or the state of the checkpoint ``latest`` when resuming."""
@@ -244,6 +247,7 @@ class RunLoop:
             self.checkpoint(state, BEST, validation_score=score)
         with open(self.validation_path, "a") as f:
             f.write(dumps_row(row) + "\n")
+        self.writers.row(row, prefix="validation/")
         return row
 
     def suite_scores(self, state: LearnerState) -> dict[str, float]:
@@ -281,8 +285,12 @@ class RunLoop:
         stopped_by = None
         # Line-buffered: each row is on disk as soon as it is written (`tail -f` shows
         # progress; a crash loses no row that was reported).
-        with StopRequests() as stop, open(self.metrics_path, "a", buffering=1) as file:
-            log = MetricsLog(file, bar.write, on_row)
+        with (
+            StopRequests() as stop,
+            open(self.metrics_path, "a", buffering=1) as file,
+            self.open_writers(bar.write) as writers,
+        ):
+            log = MetricsLog(file, bar.write, writers.row_callback("outer/", on_row))
             try:
                 for step in range(step_of(state), num_steps):
                     asked = should_stop() if should_stop is not None else None
@@ -312,6 +320,30 @@ class RunLoop:
                 f"{self.output_dir}; `lopt train --resume` continues it."
             )
         return MetaTrainResult(state, str(self.output_dir), log.last, stopped_by, log.stuck)
+
+    def open_writers(self, say: Callable[[str], None]) -> MetricWriters:
+        """Open the run's metric writers; they get the settings and the operative config now."""
+        self.writers = MetricWriters(self.settings.metric_writers, self.output_dir, say)
+        if self.writers:
+            self.writers.hparams(self.hparams())
+            config = self.output_dir / OPERATIVE_CONFIG_FILE
+            if config.is_file():
+                self.writers.text("operative_config", config.read_text())
+        return self.writers
+
+    def hparams(self) -> dict[str, Any]:
+        """The run's settings as a flat dict, for metric writers."""
+        settings = {
+            name: value
+            for name, value in vars(self.settings).items()
+            if value is None or isinstance(value, (bool, int, float, str))
+        }
+        return {
+            **settings,
+            "learned_optimizer": self.learner.learned_opt.name,
+            "num_estimators": len(self.learner.estimators),
+            "output_dir": str(self.output_dir),
+        }
 
     def _after_step(
         self, state: LearnerState, done: int, log: MetricsLog, bar: RunProgress, every: int

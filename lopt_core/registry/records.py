@@ -38,6 +38,7 @@ KINDS: tuple[str, ...] = (
     "gradient_estimator",
     "truncation_schedule",
     "suite",
+    "metric_writer",
 )
 
 ENTRY_POINT_GROUP = "lopt"

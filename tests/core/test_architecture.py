@@ -77,6 +77,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "lopt_core.validation",
             "lopt_core.files",
             "lopt_core.version",
+            "lopt_core.metric_writers",
         ),
     ),
 ]
