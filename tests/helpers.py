@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import struct
+import time
 from pathlib import Path
 
 import jax
@@ -113,12 +114,28 @@ def tensorboard_events(log_dir: Path) -> list:
     return events
 
 
-def wandb_records(run_file: Path) -> list:
+def wandb_records(run_file: Path, timeout: float = 30.0) -> list:
+    """The records of a W&B ``.wandb`` file, once its ``exit`` record is there.
+
+    W&B's service process writes the file; ``run.finish()`` can return a moment
+    before it is done, so this waits (up to ``timeout`` seconds) for the last record.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        records = _wandb_file_records(run_file)
+        if records and records[-1].WhichOneof("record_type") == "exit":
+            return records
+        if time.monotonic() > deadline:
+            kinds = [r.WhichOneof("record_type") for r in records]
+            raise AssertionError(f"{run_file} has no exit record after {timeout} s: {kinds}")
+        time.sleep(0.1)
+
+
+def _wandb_file_records(run_file: Path) -> list:
     """The records of a W&B ``.wandb`` file (a LevelDB-style log of 32 KiB blocks)."""
     from wandb.proto.wandb_internal_pb2 import Record
 
     data, block, pos, parts, records = run_file.read_bytes(), 32768, 7, [], []
-    assert data[:4] == b":W&B"
     while pos + 7 <= len(data):
         left = block - pos % block
         if left < 7:  # a block's tail too short for a header is padding
