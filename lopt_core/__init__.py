@@ -1,7 +1,8 @@
 """lopt_core: the protocols and engines of lopt, a plugin-based learned-optimizer library.
 
 The names here are the ones the docs use. Meta-training (``meta_train``,
-``lopt_core.outer``) is imported on first use, so ``import lopt_core`` stays light.
+``lopt_core.outer``) and the pretrained optimizers (``pretrained``,
+``load_pretrained``) are imported on first use, so ``import lopt_core`` stays light.
 """
 
 from lopt_core.datasets import (
@@ -47,6 +48,8 @@ __all__ = [
     "LearnedOptimizer",
     "MetaParams",
     "meta_train",
+    "pretrained",
+    "load_pretrained",
     "to_optax",
     "PluginConflictError",
     "PluginLoadError",
@@ -91,4 +94,8 @@ def __getattr__(name: str):
         from lopt_core.outer.run import meta_train
 
         return meta_train
+    if name in ("pretrained", "load_pretrained"):
+        from lopt_core import pretrained_optimizers as module
+
+        return getattr(module, name)
     raise AttributeError(f"module 'lopt_core' has no attribute {name!r}")

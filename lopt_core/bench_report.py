@@ -36,6 +36,14 @@ def run_candidate(run_dir: str | os.PathLike, checkpoint: str = "best") -> Candi
     return Candidate(name, run["learned_optimizer"], run["theta"])
 
 
+def pretrained_candidate(name: str) -> Candidate:
+    """The registered pretrained optimizer ``name`` (``lopt_core.load_pretrained``)."""
+    from lopt_core.pretrained_optimizers import load_pretrained
+
+    found = load_pretrained(name)
+    return Candidate(name, found.learned_optimizer, found.theta())
+
+
 def configured_candidate(
     name: str,
     configs: Sequence[str | os.PathLike] = (),

@@ -22,7 +22,8 @@ DESCRIPTION = (
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Add ``lopt bench [RUN_DIR] [--suite S] [--optimizer NAME [-p B]] [--theta F] ...``."""
+    """Add ``lopt bench [RUN_DIR] [--suite S] [--optimizer NAME [-p B]] [--theta F]
+    [--pretrained NAME] ...``."""
     parser = add_command(subparsers, "bench", run, HELP, DESCRIPTION)
     parser.add_argument(
         "run_dir", nargs="?", metavar="RUN_DIR", help="a folder written by `lopt train`"
@@ -46,6 +47,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="a gin binding for --optimizer, e.g. 'Adam.learning_rate = 3e-3'; repeatable",
     )  # fmt: skip
     what.add_argument("--theta", metavar="FILE", help="a learned optimizer's checkpoint file")
+    what.add_argument(
+        "--pretrained", metavar="NAME",
+        help="a registered pretrained optimizer (`lopt plugins`), e.g. normalized_mlp_v1",
+    )  # fmt: skip
     what.add_argument(
         "--checkpoint", choices=("best", "latest"), default="best",
         help="which theta of RUN_DIR (default best)",
@@ -76,18 +81,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _candidate(args: argparse.Namespace):
-    from lopt_core.bench_report import configured_candidate, run_candidate
+    from lopt_core.bench_report import configured_candidate, pretrained_candidate, run_candidate
 
-    chosen = [x for x in (args.run_dir, args.optimizer, args.baselines_only or None) if x]
+    given = (args.run_dir, args.optimizer, args.pretrained, args.baselines_only or None)
+    chosen = [x for x in given if x]
     if len(chosen) != 1:
         raise ValueError(
-            "give exactly one of RUN_DIR, --optimizer NAME or --baselines-only "
+            "give exactly one of RUN_DIR, --optimizer NAME, --pretrained NAME or --baselines-only "
             f"(got {len(chosen)}); e.g. `lopt bench runs/quickstart --suite tiny`."
         )
     if args.baselines_only:
         return None
     if args.run_dir:
         return run_candidate(args.run_dir, args.checkpoint)
+    if args.pretrained:
+        return pretrained_candidate(args.pretrained)
     return configured_candidate(args.optimizer, args.gin, args.gin_param, args.theta)
 
 

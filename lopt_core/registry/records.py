@@ -35,6 +35,7 @@ KINDS: tuple[str, ...] = (
     "dataset",
     "optimizer",
     "learned_optimizer",
+    "pretrained",
     "gradient_estimator",
     "truncation_schedule",
     "suite",

@@ -94,7 +94,8 @@ def test_lopt_bench_a_run_folder_and_the_python_api(tmp_path, empty_archive, cap
 
 def test_lopt_bench_errors_are_one_line(tmp_path, capsys):
     assert main(["bench", "--suite", "tiny"]) == 1
-    assert "exactly one of RUN_DIR, --optimizer NAME or --baselines-only" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "exactly one of RUN_DIR, --optimizer NAME, --pretrained NAME or --baselines-only" in err
     assert main(["bench", "--optimizer", "Adam", "--theta", "x.msgpack"]) == 1
     assert "--theta is for learned optimizers" in capsys.readouterr().err
     assert main(["bench", "--optimizer", "LearnableSGD"]) == 1

@@ -23,7 +23,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("cli", ("lopt_core.cli", "lopt_core.commands")),
     ("reports", ("lopt_core.run_report", "lopt_core.bench_report")),
     ("gin", ("lopt_core.gin_config", "lopt_core.gin_errors")),
-    ("entry points", ("lopt_core.outer.run", "lopt_core.outer.meta_train")),
+    (
+        "entry points",
+        ("lopt_core.outer.run", "lopt_core.outer.meta_train", "lopt_core.pretrained_optimizers"),
+    ),
     ("distributed", ("lopt_core.distributed",)),
     (
         "outer engine",

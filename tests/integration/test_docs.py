@@ -92,3 +92,11 @@ def test_bench_guide_runs(tmp_path, monkeypatch):
     assert not (tmp_path / "archive").exists()  # tiny's shipped baselines were used
     suite = namespace["my_suite"]()
     assert suite.tasks[0].build().name  # the example suite's task exists
+
+
+def test_pretrained_guide_runs(capsys):
+    namespace = run_blocks(DOCS / "pretrained.md")
+    assert float(
+        namespace["loss_fn"](namespace["state"].params, namespace["x"], namespace["y"])
+    ) < (0.5 * float(namespace["first"]))
+    assert "NormalizedMLPLOpt" in capsys.readouterr().out
