@@ -15,6 +15,7 @@ from lopt_core.datasets import (
 )
 from lopt_core.hookspecs import hookimpl
 from lopt_core.learned import LearnedOptimizer, MetaParams, to_optax
+from lopt_core.model_tasks import FunctionTask, InitScaleFamily, LinenTask, NNXTask
 from lopt_core.optimizers import (
     SGD,
     SGDM,
@@ -67,6 +68,10 @@ __all__ = [
     "Adam",
     "AdamW",
     "Datasets",
+    "FunctionTask",
+    "InitScaleFamily",
+    "LinenTask",
+    "NNXTask",
     "OptaxOptimizer",
     "OptaxState",
     "Optimizer",

@@ -67,6 +67,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "lopt_core.task_distributions",
             "lopt_core.tasks",
             "lopt_core.datasets",
+            "lopt_core.model_tasks",
         ),
     ),
     (
