@@ -1,8 +1,9 @@
 """lopt_step_overhead: what a learned optimizer costs per step on a 1M-parameter flax MLP.
 
 The model is an MLP 784 -> 1024 -> 256 -> 10 (1,068,810 parameters) on a fixed
-batch of 128 random inputs. For ``Adam(1e-3)``, ``MLPLOpt`` and ``AdafacMLPLOpt``
-(at their ``init`` meta-parameters) two jitted functions are timed in steady
+batch of 128 random inputs. For ``Adam(1e-3)``, ``MLPLOpt``, ``AdafacMLPLOpt``,
+``NormalizedMLPLOpt`` and ``NormalizedMLPLOpt(orthogonalize=True)`` (at their
+``init`` meta-parameters) two jitted functions are timed in steady
 state (median of ``REPEATS`` calls, each until ready, the state donated and
 chained from call to call):
 
@@ -21,7 +22,11 @@ import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
 from lopt_core import Adam  # noqa: E402
-from lopt_plugins.learned_optimizers import AdafacMLPLOpt, MLPLOpt  # noqa: E402
+from lopt_plugins.learned_optimizers import (  # noqa: E402
+    AdafacMLPLOpt,
+    MLPLOpt,
+    NormalizedMLPLOpt,
+)
 
 IMPORT_S = time.perf_counter() - _t0
 
@@ -87,10 +92,14 @@ def main() -> None:
         "Adam": Adam(1e-3),
         "MLPLOpt": MLPLOpt().opt_fn(MLPLOpt().init(key)),
         "AdafacMLPLOpt": AdafacMLPLOpt().opt_fn(AdafacMLPLOpt().init(key)),
+        "NormalizedMLPLOpt": NormalizedMLPLOpt().opt_fn(NormalizedMLPLOpt().init(key)),
+        "NormalizedMLPLOpt_orthogonalized": NormalizedMLPLOpt(orthogonalize=True).opt_fn(
+            NormalizedMLPLOpt(orthogonalize=True).init(key)
+        ),
     }
     for name, opt in optimizers.items():
         results[name] = measure(opt, params, loss_fn, grad)
-    for name in ("MLPLOpt", "AdafacMLPLOpt"):
+    for name in [n for n in optimizers if n != "Adam"]:
         for what in ("update", "train_step"):
             ratio = results[name][f"{what}_s"] / results["Adam"][f"{what}_s"]
             results[f"{name}_{what}_ratio_to_adam"] = round(ratio, 2)
