@@ -54,9 +54,10 @@ def plot_task_grid(
             ax.axis("off")
         handles, labels = axes.flat[0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="lower center", ncol=min(5, len(names)), fontsize=8)
-        fig.supxlabel("inner training step", fontsize=9)
+        for ax in axes[-1]:
+            ax.set_xlabel("inner training step", fontsize=8)
         fig.supylabel("test loss (mean over runs)", fontsize=9)
-        fig.tight_layout(rect=(0, 0.06, 1, 1))
+        fig.tight_layout(rect=(0, 0.08, 1, 1))
         return _save(fig, path)
     finally:
         plt.close(fig)
