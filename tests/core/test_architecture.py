@@ -20,7 +20,7 @@ MAX_MODULE_LINES = 400
 # Top to bottom; a module may import modules of its own layer or below, never above.
 # The first matching prefix decides (longest prefixes first within this list's order).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("cli", ("lopt_core.cli", "lopt_core.commands")),
+    ("cli", ("lopt_core.cli", "lopt_core.commands", "lopt_core.plugin_template")),
     ("reports", ("lopt_core.run_report", "lopt_core.bench_report")),
     ("gin", ("lopt_core.gin_config", "lopt_core.gin_errors")),
     (
