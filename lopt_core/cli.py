@@ -17,6 +17,7 @@ import traceback
 
 import lopt_core
 from lopt_core import commands
+from lopt_core.compile_cache import enable_compilation_cache
 from lopt_core.gin_config import GinConfigError
 from lopt_core.registry import ENV_STRICT, PluginLoadError, RegistryError, get_registry
 from lopt_core.registry.records import env_flag
@@ -79,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``lopt`` console script; returns the exit status.
 
     Every error ends as one ``lopt: error: ...`` message and exit status 1; the
-    traceback is shown only with ``--traceback`` or ``LOPT_DEBUG=1``.
+    traceback is shown only with ``--traceback`` or ``LOPT_DEBUG=1``. JAX's
+    persistent compilation cache is on (``lopt_core.compile_cache``).
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -87,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     debug = args.traceback or env_flag(ENV_DEBUG)
+    enable_compilation_cache()  # warm starts: compiled programs are read back from disk
     try:
         if args.strict_plugins:
             get_registry(strict=True)

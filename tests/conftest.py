@@ -15,6 +15,10 @@ if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
         os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
     ).strip()
 
+# The CLI turns on JAX's persistent compilation cache (lopt_core.compile_cache); tests call
+# it in-process, and must neither read nor fill the user's cache.
+os.environ.setdefault("LOPT_COMPILATION_CACHE", "off")
+
 import gin  # noqa: E402  (after XLA_FLAGS on purpose)
 import pytest  # noqa: E402
 

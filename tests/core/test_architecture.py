@@ -80,6 +80,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "lopt_core.keys",
             "lopt_core.validation",
             "lopt_core.files",
+            "lopt_core.compile_cache",
             "lopt_core.version",
             "lopt_core.metric_writers",
         ),

@@ -1,0 +1,69 @@
+"""warm_start: time to the first outer step of `lopt train`, cold and warm compilation cache.
+
+    python benchmarks/warm_start.py [--recipe quickstart] [--rounds 2]
+
+Each round runs ``lopt train RECIPE -p 'meta_train.num_steps = 1'`` twice in fresh
+processes sharing a new, empty ``LOPT_COMPILATION_CACHE`` folder: the first compiles
+and fills it (cold), the second reads it (warm). Reported: ``wall_s`` of step 1 in
+``metrics.jsonl`` (from the start of the run to the end of its first outer step) and
+the whole process's wall time, per round, their medians and the warm/cold ratios.
+One JSON line.
+"""
+
+from __future__ import annotations
+
+import time
+
+_t0 = time.perf_counter()
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from _common import emit, median  # noqa: E402
+
+IMPORT_S = time.perf_counter() - _t0
+LOPT = [sys.executable, "-m", "lopt_core.cli"]
+
+
+def _run(recipe: str, out: Path, cache: Path) -> tuple[float, float]:
+    env = {**os.environ, "LOPT_COMPILATION_CACHE": str(cache)}
+    args = [*LOPT, "train", recipe, "-o", str(out), "--no-progress"]
+    args += ["-p", "meta_train.num_steps = 1", "-p", "meta_train.validate_every = 0"]
+    t0 = time.perf_counter()
+    subprocess.run(args, env=env, check=True, capture_output=True)
+    process_s = time.perf_counter() - t0
+    first = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    return float(first["wall_s"]), process_s
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", default="quickstart")
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    cold, warm = [], []
+    for _ in range(args.rounds):
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            cold.append(_run(args.recipe, tmp / "cold", tmp / "cache"))
+            warm.append(_run(args.recipe, tmp / "warm", tmp / "cache"))
+    med = lambda rows, i: median([r[i] for r in rows])
+    emit(
+        "warm_start",
+        IMPORT_S,
+        recipe=args.recipe,
+        cold_first_step_s=[r[0] for r in cold],
+        warm_first_step_s=[r[0] for r in warm],
+        cold_process_s=[round(r[1], 3) for r in cold],
+        warm_process_s=[round(r[1], 3) for r in warm],
+        first_step_ratio=round(med(warm, 0) / med(cold, 0), 3),
+        process_ratio=round(med(warm, 1) / med(cold, 1), 3),
+    )
+
+
+if __name__ == "__main__":
+    main()
