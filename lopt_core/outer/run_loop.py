@@ -355,7 +355,11 @@ class RunLoop:
             row = self.validate(state)
             mark = " (best so far)" if row["best"] else ""
             what = NORMALIZED if NORMALIZED in row else "inner_valid_loss"
-            bar.write(f"step {done}: validation {what.replace('_', ' ')} {row[what]:.4g}{mark}")
+            text = f"step {done}: validation {what.replace('_', ' ')} {row[what]:.4g}"
+            if SUITE_SCORE in row:  # it chooses the best checkpoint
+                suite = self.settings.validation_suite
+                text += f", suite {suite} normalized score (IQM) {row[SUITE_SCORE]:.4g}"
+            bar.write(text + mark)
         if done % every == 0 and done < self.settings.num_steps:
             self._flush(log, bar)
             log.file.flush()
