@@ -2,7 +2,8 @@
 
 The model is an MLP 784 -> 1024 -> 256 -> 10 (1,068,810 parameters) on a fixed
 batch of 128 random inputs. For ``Adam(1e-3)``, ``MLPLOpt``, ``AdafacMLPLOpt``,
-``NormalizedMLPLOpt`` and ``NormalizedMLPLOpt(orthogonalize=True)`` (at their
+``NormalizedMLPLOpt``, ``NormalizedMLPLOpt(orthogonalize=True)`` and
+``NormalizedMLPLOpt(conditioner_size=8)`` (a per-tensor GRU) (at their
 ``init`` meta-parameters) two jitted functions are timed in steady
 state (median of ``REPEATS`` calls, each until ready, the state donated and
 chained from call to call):
@@ -95,6 +96,9 @@ def main() -> None:
         "NormalizedMLPLOpt": NormalizedMLPLOpt().opt_fn(NormalizedMLPLOpt().init(key)),
         "NormalizedMLPLOpt_orthogonalized": NormalizedMLPLOpt(orthogonalize=True).opt_fn(
             NormalizedMLPLOpt(orthogonalize=True).init(key)
+        ),
+        "NormalizedMLPLOpt_gru8": NormalizedMLPLOpt(conditioner_size=8).opt_fn(
+            NormalizedMLPLOpt(conditioner_size=8).init(key)
         ),
     }
     for name, opt in optimizers.items():

@@ -27,8 +27,17 @@ axes times the last) take the Newton-Schulz orthogonalized ``d`` instead (as
 Muon does; scaled so that its RMS is about 1), and 1-D tensors (biases,
 scales) take AdamW's ``u`` directly.
 
+``conditioner_size=H > 0`` adds a per-tensor recurrent conditioner (as the
+reference's ``rnn_mlp_lopt`` and celo's learned scheduler): a GRU of ``H``
+units, shared by all tensors, steps once per update on each tensor's
+statistics (log RMS of parameter, gradient, momentum and ``sqrt(v)``, RMS of
+``u``, progress); its state conditions that tensor's MLP (``H`` more shared
+inputs) and a head sets a per-tensor step multiplier ``exp(b(.))`` (zero at
+init, so it starts as the unconditioned optimizer).
+
 ``theta``: ``hparams`` (log learning rate and log weight decay, stored divided
-by ``hparam_mult``, zero at init), ``schedule`` (``w``), ``mlp``.
+by ``hparam_mult``, zero at init), ``schedule`` (``w``), ``mlp``, and
+``conditioner`` when there is one.
 """
 
 from __future__ import annotations
@@ -36,13 +45,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from flax import struct
 
 from lopt_core.learned import LearnedOptimizer
 from lopt_core.optimizers import Optimizer
-from lopt_core.validation import one_of, positive_float, positive_int
+from lopt_core.validation import check_int, one_of, positive_float, positive_int
 from lopt_plugins.learned_optimizers._base import ThetaOptimizer
 from lopt_plugins.learned_optimizers.mlp import (
     PerElementMLP,
@@ -80,6 +90,29 @@ def _rms(x: jax.Array) -> jax.Array:
     return jnp.sqrt(jnp.mean(jnp.square(x)) + 1e-30)
 
 
+_NUM_STATS = 6  # per tensor: log RMS of p, g, m, sqrt(v); RMS of u; progress
+
+
+class TensorConditioner(nn.Module):
+    """One GRU step on a tensor's statistics: its new state and a log step multiplier."""
+
+    hidden_size: int
+
+    @nn.compact
+    def __call__(self, state: jax.Array, stats: jax.Array) -> tuple[jax.Array, jax.Array]:
+        state, _ = nn.GRUCell(self.hidden_size)(state, stats)
+        zeros = nn.initializers.zeros
+        log_step = nn.Dense(1, kernel_init=zeros, bias_init=zeros)(state)[0]
+        return state, log_step
+
+
+def _tensor_stats(p, g, m, sqrt_v, u, progress) -> jax.Array:
+    log_rms = lambda x: jnp.log(_rms(x) + 1e-12) / 10.0  # about [-3, 1] for usual scales
+    return jnp.stack(
+        [log_rms(p), log_rms(g), log_rms(m), log_rms(sqrt_v), _rms(u), progress]
+    ).astype(jnp.float32)
+
+
 @struct.dataclass
 class NormalizedMLPState:
     """Parameters, model state, step count, planned steps and Adam's moments (float32)."""
@@ -90,6 +123,7 @@ class NormalizedMLPState:
     num_steps: jax.Array
     m: Any
     v: Any
+    conditioner: Any = ()  # per-tensor GRU states (a list, in leaf order), when conditioned
 
 
 class NormalizedMLPLOpt(LearnedOptimizer):
@@ -118,6 +152,7 @@ class NormalizedMLPLOpt(LearnedOptimizer):
         newton_schulz_steps: int = 5,
         hparam_mult: float = 3.0,
         default_num_steps: int = 1000,
+        conditioner_size: int = 0,
     ):
         owner = type(self).__name__
         hidden_size, hidden_layers = check_mlp_args(owner, hidden_size, hidden_layers, (beta1,))
@@ -143,11 +178,14 @@ class NormalizedMLPLOpt(LearnedOptimizer):
         self.final_lr_fraction = float(final_lr_fraction)
         self.orthogonalize = bool(orthogonalize)
         self.mlp = PerElementMLP(hidden_size, hidden_layers, num_outputs=1)
+        self.conditioner_size = check_int(conditioner_size, "conditioner_size", minimum=0)
+        self.conditioner = TensorConditioner(self.conditioner_size or 1)
         self._offsets = (math.log(self.initial_lr), math.log(self.initial_weight_decay))
 
     def init(self, key: jax.Array) -> dict[str, Any]:
         """Zero hyper-parameter offsets and schedule; an MLP whose last layer is zero."""
-        mlp = init_mlp(self.mlp, key, _NUM_INPUTS + _NUM_SHARED)
+        mlp_key, conditioner_key = jax.random.split(key)
+        mlp = init_mlp(self.mlp, mlp_key, _NUM_INPUTS + _NUM_SHARED + self.conditioner_size)
         params = dict(mlp["params"])
         last = f"Dense_{self.mlp.hidden_layers}"
         params[last] = jax.tree_util.tree_map(jnp.zeros_like, params[last])
@@ -157,6 +195,10 @@ class NormalizedMLPLOpt(LearnedOptimizer):
         }
         if self.schedule == "learned":
             theta["schedule"] = jnp.zeros((self.schedule_terms,), jnp.float32)
+        if self.conditioner_size:
+            h = jnp.zeros((self.conditioner_size,), jnp.float32)
+            stats = jnp.zeros((_NUM_STATS,), jnp.float32)
+            theta["conditioner"] = self.conditioner.init(conditioner_key, h, stats)
         return theta
 
     def hyper_parameters(self, theta: dict[str, Any]) -> dict[str, jax.Array]:
@@ -196,6 +238,12 @@ class _NormalizedMLPOptimizer(ThetaOptimizer):
             num_steps=jnp.asarray(total, jnp.float32),
             m=zeros(),
             v=zeros(),
+            conditioner=[
+                jnp.zeros((self.lopt.conditioner_size,), jnp.float32)
+                for _ in jax.tree_util.tree_leaves(params)
+            ]
+            if self.lopt.conditioner_size
+            else (),
         )
 
     def update(self, opt_state, grad, loss=None, model_state=None, key=None) -> NormalizedMLPState:
@@ -223,9 +271,21 @@ class _NormalizedMLPOptimizer(ThetaOptimizer):
             for p, g, m, s, u in zip(params, gs, ms, sqrt_vs, us, strict=True)
         ]
         shared = jnp.stack([jnp.clip(progress, 0.0, 1.0), jnp.cos(jnp.pi * progress)])
-        outputs = per_element_outputs(theta["mlp"], columns, shared) if params else []
+        step_mults, states = [1.0] * len(params), opt_state.conditioner
+        if lopt.conditioner_size:
+            outputs, states = [], []
+            for cols, h in zip(columns, opt_state.conditioner, strict=True):
+                stats = _tensor_stats(*cols, jnp.clip(progress, 0.0, 1.0))
+                h, log_step = lopt.conditioner.apply(theta["conditioner"], h, stats)
+                states.append(h)
+                step_mults.append(jnp.exp(soft_bound(log_step, _MAX_LOG_SCHEDULE)))
+                tensor_shared = jnp.concatenate([shared, h])
+                outputs += per_element_outputs(theta["mlp"], [cols], tensor_shared)
+            step_mults = step_mults[len(params) :]
+        else:
+            outputs = per_element_outputs(theta["mlp"], columns, shared) if params else []
         new = []
-        for p, u, (delta,) in zip(params, us, outputs, strict=True):
+        for p, u, (delta,), mult in zip(params, us, outputs, step_mults, strict=True):
             d = u + delta
             if lopt.orthogonalize and p.ndim >= 2 and min(p.shape[-1], p.size // p.shape[-1]) > 1:
                 matrix = d.reshape(-1, p.shape[-1])
@@ -236,7 +296,7 @@ class _NormalizedMLPOptimizer(ThetaOptimizer):
             else:
                 d = d / _rms(d)
             p32 = p.astype(jnp.float32)
-            new.append((p32 - lr * (d + weight_decay * p32)).astype(p.dtype))
+            new.append((p32 - lr * mult * (d + weight_decay * p32)).astype(p.dtype))
         return NormalizedMLPState(
             params=treedef.unflatten(new),
             model_state=model_state,
@@ -244,4 +304,5 @@ class _NormalizedMLPOptimizer(ThetaOptimizer):
             num_steps=opt_state.num_steps,
             m=m,
             v=v,
+            conditioner=states,
         )
