@@ -79,9 +79,12 @@ def _bound(selector: str) -> bool:
     return True
 
 
-def _metric_writers(names: list[str]) -> list:
-    """The writers bound in gin (``meta_train.metric_writers``), then those of ``--log``."""
+def metric_writers_for(names: list[str]) -> list:
+    """The writers bound in gin (``meta_train.metric_writers``), then those of ``--log``,
+    built here with their gin parameters (objects, not gin's classes: Ray pickles them)."""
     import gin
+
+    from lopt_core.metric_writers import MetricWriter
 
     bound = []
     if _bound("meta_train.metric_writers"):
@@ -90,7 +93,7 @@ def _metric_writers(names: list[str]) -> list:
                 item = gin.get_configurable(item.selector)
             bound.append(item)
     named = [w for w in named_metric_writers(names, gin_configured=True) if w not in bound]
-    return bound + named
+    return [w if isinstance(w, MetricWriter) else w() for w in bound + named]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -115,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         )
     options = {}
     if args.log:
-        options["metric_writers"] = _metric_writers(args.log)
+        options["metric_writers"] = metric_writers_for(args.log)
     if args.workers is not None:
         options["workers"] = args.workers
     if args.ray or args.ray_address:

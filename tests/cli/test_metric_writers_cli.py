@@ -58,3 +58,24 @@ def test_an_unknown_writer_names_the_installed_ones(tmp_path, capsys):
     assert err.startswith("lopt: error: --log tensorbord: there is no metric writer")
     assert "Did you mean tensorboard?" in err and "jsonl, tensorboard, wandb" in err
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_writers_are_built_with_their_gin_parameters_and_pickle_for_ray():
+    import pickle
+
+    from lopt_core.commands.train import metric_writers_for
+    from lopt_core.gin_config import parse_config
+
+    parse_config(
+        bindings=[
+            "meta_train.metric_writers = [@tensorboard()]",
+            "tensorboard.flush_secs = 3",
+            "wandb.project = 'mine'",
+        ]
+    )
+    writers = metric_writers_for(["wandb", "tensorboard", "jsonl"])  # tensorboard: once
+    assert [(w.name, getattr(w, "flush_secs", None)) for w in writers] == [
+        ("tensorboard", 3),
+        ("wandb", None),
+    ]
+    assert pickle.loads(pickle.dumps(writers))[1].project == "mine"
