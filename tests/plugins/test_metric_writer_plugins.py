@@ -7,6 +7,8 @@ protobuf. W&B runs offline (``WANDB_MODE=offline``, no network): the run's
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from helpers import tensorboard_events, wandb_records
@@ -65,3 +67,20 @@ def test_wandb_offline_run_reads_back(tmp_path, monkeypatch):
     assert config["num_steps"] == "2" and "meta_train.num_steps = 2" in config["operative_config"]
     run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
     assert run.display_name == "myrun" and run.project == "lopt-test"
+
+
+def test_a_bad_folder_or_a_missing_package_is_reported_and_the_run_goes_on(tmp_path, monkeypatch):
+    pytest.importorskip("tensorboardX")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    monkeypatch.setitem(sys.modules, "wandb", None)  # as if W&B were not installed
+    said = []
+    good = TensorBoardWriter(log_dir=tmp_path / "tb")
+    bad = TensorBoardWriter(log_dir=blocker / "tb")
+    with MetricWriters([bad, WandbWriter(), good], tmp_path, said.append) as writers:
+        writers.scalars(1, {"outer/meta_loss": 0.5})
+    assert len(said) == 2
+    assert "'tensorboard' cannot start" in said[0] and "a_file" in said[0]
+    assert "'wandb' cannot start" in said[1] and "pip install 'lopt[wandb]'" in said[1]
+    events = tensorboard_events(tmp_path / "tb")
+    assert [v.simple_value for e in events for v in e.summary.value] == [0.5]
