@@ -171,3 +171,22 @@ def write_bench(
     text = json.dumps(strict_json(report), indent=1, allow_nan=False)
     write_atomic(output_dir / BENCH_FILE, text + "\n")
     return report
+
+
+def log_bench(report: dict[str, Any], writers: Any) -> None:
+    """Send a bench report to metric writers: per optimizer its aggregates
+    (``bench/<optimizer>/*``) and per task its score and mean test curve
+    (``bench/<task>/<optimizer>/*``, the curve by inner step)."""
+    for name, values in report["aggregates"].items():
+        flat = {
+            "normalized_iqm": values["normalized_iqm"],
+            "speedup_iqm": values["speedup_iqm"],
+            **{f"beats/{other}": v for other, v in values["beats"].items()},
+        }
+        writers.scalars(0, flat, prefix=f"bench/{name}/")
+    for task in report["tasks"]:
+        for name, scores in task.get("optimizers", {}).items():
+            prefix = f"bench/{task['task']}/{name}/"
+            writers.scalars(0, {k: scores[k] for k in ("normalized", "speedup")}, prefix=prefix)
+            for step, loss in zip(scores["eval_steps"], scores["test_loss_mean"], strict=True):
+                writers.scalars(int(step), {"test_loss": loss}, prefix=prefix)

@@ -7,7 +7,7 @@ import re
 import sys
 from pathlib import Path
 
-from lopt_core.commands import add_command
+from lopt_core.commands import add_command, add_log_argument, named_metric_writers
 
 HELP = "Score an optimizer on a suite of held-out tasks against tuned baselines."
 DESCRIPTION = (
@@ -77,6 +77,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--replicates", type=int, default=2000, help="bootstrap replicates (default 2000)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_log_argument(parser)
     return parser
 
 
@@ -124,6 +125,13 @@ def run(args: argparse.Namespace) -> int:
             re.sub(r"[^A-Za-z0-9_.-]+", "_", label)[:60] + "_" + suite.name
         )
     report = write_bench(suite, results, output_dir, args.replicates)
+    factories = named_metric_writers(args.log, gin_configured=False)
+    if factories:
+        from lopt_core.bench_report import log_bench
+        from lopt_core.metric_writers import MetricWriters
+
+        with MetricWriters(factories, output_dir) as writers:
+            log_bench(report, writers)
     print(format_bench_table(report))
     print(f"wrote {output_dir}/bench.json and the plots", file=sys.stderr)
     return 0

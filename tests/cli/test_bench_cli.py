@@ -10,6 +10,7 @@ import numpy as np
 import optax
 import pytest
 
+from helpers import tensorboard_events
 from lopt_core.bench import BASELINES, BaselineArchive, Candidate, bench, get_suite
 from lopt_core.bench.baselines import archive_key, compute_baseline
 from lopt_core.cli import main
@@ -56,7 +57,7 @@ def test_lopt_bench_an_optimizer_uses_the_shipped_baselines(tmp_path, empty_arch
     out = tmp_path / "bench"
     args = ["bench", "--optimizer", "Adam", "-p", "Adam.learning_rate = 3e-3"]
     args += ["--suite", "tiny", "--task", QUICK, "-o", str(out), "--no-progress"]
-    assert main(args + ["--replicates", "100"]) == 0
+    assert main(args + ["--replicates", "100", "--log", "tensorboard"]) == 0
     table = capsys.readouterr().out
     assert "| optimizer | normalized score, IQM [95% CI]" in table
     assert "| Adam(learning_rate=0.003" in table and "| SGDM (tuned) |" in table
@@ -71,6 +72,12 @@ def test_lopt_bench_an_optimizer_uses_the_shipped_baselines(tmp_path, empty_arch
     assert all(math.isfinite(s["normalized"]) for s in scores.values())
     for plot in report["plots"]:
         assert (out / plot).read_bytes()[:4] == b"\x89PNG"
+    # --log: the aggregates, per-task scores and mean curves reach the writer.
+    tags = {
+        (v.tag, e.step) for e in tensorboard_events(out / "tensorboard") for v in e.summary.value
+    }
+    assert sum(t.startswith("bench/") and t.endswith("/normalized_iqm") for t, _ in tags) == 5
+    assert any(t.endswith("/test_loss") and step == 150 for t, step in tags)
 
 
 def test_lopt_bench_a_run_folder_and_the_python_api(tmp_path, empty_archive, capsys):
