@@ -99,4 +99,4 @@ def test_pretrained_guide_runs(capsys):
     assert float(
         namespace["loss_fn"](namespace["state"].params, namespace["x"], namespace["y"])
     ) < (0.5 * float(namespace["first"]))
-    assert "NormalizedMLPLOpt" in capsys.readouterr().out
+    assert "ResidualAdamLOpt" in capsys.readouterr().out

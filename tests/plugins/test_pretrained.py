@@ -12,7 +12,7 @@ import lopt_core
 from lopt_core.pretrained_optimizers import Pretrained, export_theta
 from lopt_core.registry import get_registry
 
-NAME = "normalized_mlp_v1"
+NAME = "residual_adam_mix_v1"  # the default
 
 
 def _problem(dtype=jnp.float32):
@@ -56,6 +56,9 @@ def test_it_is_registered_with_its_card_and_provenance():
     assert found.theta_file.stat().st_size < 2 * 1024 * 1024
     meta = found.metadata()
     assert {"recipe", "commit", "source_step"} <= set(meta)
+    assert "normalized_mlp_v1" in registry.names("pretrained")
+    other = lopt_core.load_pretrained("normalized_mlp_v1")
+    assert other.learned_optimizer.name == "NormalizedMLPLOpt" and other.theta()["mlp"]
     with pytest.raises(Exception, match="normalized_mlp_v1"):
         lopt_core.load_pretrained("normalized_mlp_v2")  # close matches in the message
 
