@@ -3,7 +3,7 @@
 The model is an MLP 784 -> 1024 -> 256 -> 10 (1,068,810 parameters) on a fixed
 batch of 128 random inputs. For ``Adam(1e-3)``, ``MLPLOpt``, ``AdafacMLPLOpt``,
 ``NormalizedMLPLOpt``, ``NormalizedMLPLOpt(orthogonalize=True)`` and
-``NormalizedMLPLOpt(conditioner_size=8)`` (a per-tensor GRU) (at their
+``NormalizedMLPLOpt(conditioner_size=8)`` (a per-tensor GRU) and ``ResidualAdamLOpt`` (at their
 ``init`` meta-parameters) two jitted functions are timed in steady
 state (median of ``REPEATS`` calls, each until ready, the state donated and
 chained from call to call):
@@ -27,6 +27,7 @@ from lopt_plugins.learned_optimizers import (  # noqa: E402
     AdafacMLPLOpt,
     MLPLOpt,
     NormalizedMLPLOpt,
+    ResidualAdamLOpt,
 )
 
 IMPORT_S = time.perf_counter() - _t0
@@ -94,6 +95,7 @@ def main() -> None:
         "MLPLOpt": MLPLOpt().opt_fn(MLPLOpt().init(key)),
         "AdafacMLPLOpt": AdafacMLPLOpt().opt_fn(AdafacMLPLOpt().init(key)),
         "NormalizedMLPLOpt": NormalizedMLPLOpt().opt_fn(NormalizedMLPLOpt().init(key)),
+        "ResidualAdamLOpt": ResidualAdamLOpt().opt_fn(ResidualAdamLOpt().init(key)),
         "NormalizedMLPLOpt_orthogonalized": NormalizedMLPLOpt(orthogonalize=True).opt_fn(
             NormalizedMLPLOpt(orthogonalize=True).init(key)
         ),
