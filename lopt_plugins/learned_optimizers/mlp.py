@@ -164,13 +164,17 @@ def normalize_columns(columns: Sequence[jax.Array], eps: float = 1e-5) -> list[j
 
 
 def per_element_outputs(
-    theta: Any, columns: Sequence[Sequence[jax.Array]], shared: jax.Array | None = None
+    theta: Any,
+    columns: Sequence[Sequence[jax.Array]],
+    shared: jax.Array | None = None,
+    raw_columns: int = 0,
 ) -> list[list[jax.Array]]:
     """The per-element MLP on every tensor: one list of output columns per tensor.
 
     ``columns[i]`` holds tensor ``i``'s feature columns, each shaped like the tensor;
     each is first normalized by its root mean square over the tensor
-    (``second_moment_normalize``). ``shared`` are inputs equal for every element
+    (``second_moment_normalize``), except the last ``raw_columns``, which go in as
+    they are. ``shared`` are inputs equal for every element
     (appended after them, e.g. time features), not normalized. Narrow MLPs run as
     elementwise multiply-adds per tensor; wider ones as matrix products over the
     rows of all tensors at once (``apply_per_element``). Equal to
@@ -179,9 +183,7 @@ def per_element_outputs(
     layers = _layers(theta)
     if max(layer["kernel"].shape[1] for layer in layers) > ELEMENTWISE_MAX_WIDTH:
         # One [..., features] array per tensor: one normalizing reduction, not one per column.
-        rows = per_leaf_rows(
-            [second_moment_normalize(jnp.stack(cols, axis=-1)) for cols in columns]
-        )
+        rows = per_leaf_rows([_normalized_stack(cols, raw_columns) for cols in columns])
         out = apply_per_element(theta, rows, shared)
         shapes = [jnp.shape(cols[0]) for cols in columns]
         return [
@@ -194,12 +196,21 @@ def per_element_outputs(
         bias0 = bias0 + shared.astype(kernel0.dtype) @ kernel0[num_elements:]
     outputs = []
     for cols in columns:
-        x = [c.astype(kernel0.dtype) for c in normalize_columns(cols)]
+        kept = len(cols) - raw_columns
+        x = [c.astype(kernel0.dtype) for c in [*normalize_columns(cols[:kept]), *cols[kept:]]]
         h = _dense_columns(x, kernel0[:num_elements], bias0)
         for layer in layers[1:]:
             h = _dense_columns([jax.nn.relu(v) for v in h], layer["kernel"], layer["bias"])
         outputs.append(h)
     return outputs
+
+
+def _normalized_stack(cols: Sequence[jax.Array], raw_columns: int) -> jax.Array:
+    kept = len(cols) - raw_columns
+    normalized = second_moment_normalize(jnp.stack(cols[:kept], axis=-1))
+    if not raw_columns:
+        return normalized
+    return jnp.concatenate([normalized, jnp.stack(cols[kept:], axis=-1)], axis=-1)
 
 
 def _dense_columns(x: list, kernel: jax.Array, bias: jax.Array) -> list:

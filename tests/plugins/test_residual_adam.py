@@ -268,3 +268,40 @@ def test_defaults_are_pytorch_adamw():
     h = {k: float(v) for k, v in lopt.hyper_parameters(lopt.init(KEY)).items()}
     want = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8, "weight_decay": 1e-2}
     assert h == pytest.approx(want, rel=1e-5)
+
+
+def test_the_elementwise_mlp_equals_flax_apply_on_the_same_features():
+    """The update runs the MLP elementwise per tensor; it must match PerElementMLP.apply on
+    [p, g, m, sqrt(v)] normalized per tensor plus the bounded u, up to float rounding."""
+    from lopt_plugins.learned_optimizers.features import second_moment_normalize
+    from lopt_plugins.learned_optimizers.residual_adam import soft_bound
+
+    lopt = ResidualAdamLOpt(residual_mult=0.5)
+    theta = lopt.init(jax.random.PRNGKey(0))
+    # A trained-looking theta: every weight nonzero, so both outputs matter.
+    theta = jax.tree_util.tree_map(
+        lambda x: x + 0.3 * jax.random.normal(jax.random.PRNGKey(1), x.shape), theta
+    )
+    params = {"w": jnp.linspace(-1.0, 1.0, 12).reshape(3, 4), "b": jnp.array([0.5, -0.5])}
+    grad = {"w": jnp.cos(jnp.arange(12.0)).reshape(3, 4), "b": jnp.array([0.3, -1.2])}
+    opt = lopt.opt_fn(theta)
+    state = opt.update(opt.init(params), grad)
+
+    h = lopt.hyper_parameters(theta)
+    lr = h["lr"] * jnp.exp(lopt.next_log_mult(theta, jnp.int32(0), jnp.float32(0.0)))
+    for name, p in params.items():
+        g = grad[name]
+        m, v = (1 - h["beta1"]) * g, (1 - h["beta2"]) * g**2
+        sqrt_v = jnp.sqrt(v / (1 - h["beta2"]))
+        u = (m / (1 - h["beta1"])) / (sqrt_v + h["epsilon"])
+        features = jnp.concatenate(
+            [
+                second_moment_normalize(jnp.stack([p, g, m, sqrt_v], -1)),
+                soft_bound(u, 3.0)[..., None],
+            ],
+            axis=-1,
+        )
+        out = lopt.mlp.apply(theta["mlp"], features)
+        d = u * jnp.exp(soft_bound(out[..., 0], 3.0)) + soft_bound(0.5 * out[..., 1], 3.0)
+        expected = p - lr * (d + h["weight_decay"] * p)
+        np.testing.assert_allclose(state.params[name], expected, rtol=2e-5, atol=1e-7)
