@@ -38,13 +38,16 @@ def main() -> None:
     parser.add_argument("--suite", default="zoo")
     parser.add_argument("--horizon", type=int, help="the 1x point (default: each task's budget)")
     parser.add_argument("--mult", type=int, default=4)
-    parser.add_argument("--task", action="append", default=[], help="only these tasks")
+    parser.add_argument(
+        "--task", action="append", default=[], help="only these tasks, in this order"
+    )
     args = parser.parse_args()
     found = lopt_core.load_pretrained(args.pretrained)
     theta = found.theta()
     rows = []
     suite = get_suite(args.suite)
-    for task in suite.select(args.task).tasks if args.task else suite.tasks:
+    chosen = {t.task: t for t in suite.select(args.task).tasks} if args.task else None
+    for task in [chosen[n] for n in dict.fromkeys(args.task)] if chosen else suite.tasks:
         horizon = args.horizon or task.steps
         steps = horizon * args.mult
         every = max(1, horizon // 10)
