@@ -3,6 +3,7 @@ throwaway plugin packages."""
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import textwrap
@@ -20,10 +21,25 @@ if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
 os.environ.setdefault("LOPT_COMPILATION_CACHE", "off")
 
 import gin  # noqa: E402  (after XLA_FLAGS on purpose)
+import jax  # noqa: E402
 import pytest  # noqa: E402
 
 from lopt_core.datasets import clear_dataset_cache
 from lopt_core.registry import ENV_DISABLE_AUTOLOAD, ENV_PLUGINS, ENV_STRICT, reset_registry
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _release_compiled_programs():
+    """Drop JAX's compiled programs after each test module.
+
+    Every program XLA compiles for the CPU holds memory mappings of its machine code for as long
+    as a jit cache refers to it. One pytest process compiles thousands of programs, and past
+    the kernel's ``vm.max_map_count`` (65530) a mapping fails and XLA segfaults (the full
+    suite did, at test 687 of 780). Clearing the caches between modules keeps the count low.
+    """
+    yield
+    jax.clear_caches()
+    gc.collect()
 
 
 @pytest.fixture

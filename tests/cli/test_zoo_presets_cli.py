@@ -1,10 +1,10 @@
 """One preset of each task kind the zoo added, through `lopt train` and `lopt eval`.
 
 One run meta-trains on a list of presets (`task_families`, one family per
-kind) and validates on every one; `lopt eval` then trains three of them (the
-ones with model state, a sampled loss and attention; each costs three
-compilations of about 5 s) with the learned optimizer and the tuned
-baselines. Tiny horizons: this checks that each kind plugs into the CLI
+kind) and validates on every one; `lopt eval` then trains the one with model
+state (batch norm; each evaluated preset costs three compilations of about 5 s,
+so the others are left to their own tests) with the learned optimizer and the
+tuned baselines. Tiny horizons: this checks that each kind plugs into the CLI
 (gin, checkpoints, model state, eval tables), not how well anything learns.
 """
 
@@ -65,7 +65,7 @@ def test_one_preset_per_zoo_kind_trains_and_evaluates_from_the_cli(tmp_path, cap
     assert len(per_family) == len(PRESETS), sorted(validation)
     assert all(math.isfinite(v) for v in per_family.values()), per_family
     capsys.readouterr()
-    evaluated = ("ResNet_Digits8_BN_8x16", "ImageMLPVAE_Digits8_32x32x8", PRESETS[0])
+    evaluated = ("ResNet_Digits8_BN_8x16",)
     args = ["eval", str(run), "--seeds", "1", "--steps", "2", "--tasks-only", "--no-progress"]
     assert main(args + [f"--task={name}" for name in evaluated]) == 0
     report = json.loads((run / "eval.json").read_text())
