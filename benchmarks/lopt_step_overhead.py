@@ -11,7 +11,12 @@ chained from call to call):
 - ``update``: ``opt.update(state, grad)`` alone, with a fixed gradient;
 - ``train_step``: loss, gradient and update together, what a training loop pays.
 
-Prints one JSON line with the times and the ratios to Adam.
+Prints one JSON line with the times and the ratios to Adam, and per optimizer what
+the update costs in arithmetic and memory traffic: XLA's cost analysis of the
+compiled update (``flops``, ``bytes accessed``; compiled once more with the MLPs'
+row chunking off, since the analysis counts a loop's body once), per parameter and
+per second of the measured update time, and as a fraction of this machine's
+matrix-multiply speed (``matmul_gflops``: a jitted 2048 x 2048 float32 product).
 """
 
 import time
@@ -28,6 +33,7 @@ from lopt_plugins.learned_optimizers import (  # noqa: E402
     MLPLOpt,
     NormalizedMLPLOpt,
     ResidualAdamLOpt,
+    mlp,
 )
 
 IMPORT_S = time.perf_counter() - _t0
@@ -76,6 +82,28 @@ def measure(opt, params, loss_fn, grad) -> dict:
     return out
 
 
+def matmul_gflops(n: int = 2048) -> float:
+    """GFLOP/s of a jitted ``n x n`` float32 matrix product (median of 10): the machine's peak."""
+    a = jax.random.normal(jax.random.PRNGKey(0), (n, n))
+    product = jax.jit(lambda x: x @ x).lower(a).compile()
+    jax.block_until_ready(product(a))
+    times = [_common.timed(lambda: product(a))[0] for _ in range(10)]
+    return 2 * n**3 / _common.median(times) / 1e9
+
+
+def update_cost(opt, params, grad) -> dict:
+    """XLA's count of the update's flops and bytes accessed, with no chunk loop hiding work."""
+    saved, mlp.CHUNK_ROWS = mlp.CHUNK_ROWS, 2**62
+    try:
+        state = opt.init(params)
+        analysis = jax.jit(lambda s, g: opt.update(s, g)).lower(state, grad).compile()
+        analysis = analysis.cost_analysis()
+    finally:
+        mlp.CHUNK_ROWS = saved
+    analysis = analysis[0] if isinstance(analysis, list) else analysis
+    return {"flops": float(analysis["flops"]), "bytes": float(analysis["bytes accessed"])}
+
+
 def main() -> None:
     key = jax.random.PRNGKey(0)
     model = Model()
@@ -103,8 +131,20 @@ def main() -> None:
             NormalizedMLPLOpt(conditioner_size=8).init(key)
         ),
     }
+    peak = matmul_gflops()
+    results["matmul_gflops"] = round(peak, 1)
     for name, opt in optimizers.items():
         results[name] = measure(opt, params, loss_fn, grad)
+        cost = update_cost(opt, params, grad)
+        seconds = results[name]["update_s"]
+        results[name].update(
+            update_gflop=round(cost["flops"] / 1e9, 4),
+            flops_per_param=round(cost["flops"] / num_params, 1),
+            bytes_per_param=round(cost["bytes"] / num_params, 1),
+            update_gflops_per_s=round(cost["flops"] / seconds / 1e9, 2),
+            update_gb_per_s=round(cost["bytes"] / seconds / 1e9, 2),
+            fraction_of_matmul_peak=round(cost["flops"] / seconds / 1e9 / peak, 3),
+        )
     for name in [n for n in optimizers if n != "Adam"]:
         for what in ("update", "train_step"):
             ratio = results[name][f"{what}_s"] / results["Adam"][f"{what}_s"]

@@ -52,9 +52,10 @@ def synthetic_datasets(seed: int = 0) -> Datasets:
     )
 
 
-def family():
-    """The benchmark's task family: one 64 -> 32 relu -> 10 MLP on the synthetic data."""
-    task = ImageMLPTask(synthetic_datasets(), image_size=(8, 8), hidden_sizes=(32,))
+def family(hidden_size: int = 32):
+    """The benchmark's task family: one 64 -> 32 relu -> 10 MLP on the synthetic data
+    (``hidden_size`` other than 32 for the scaling benchmark)."""
+    task = ImageMLPTask(synthetic_datasets(), image_size=(8, 8), hidden_sizes=(hidden_size,))
     return single_task_to_family(task)
 
 

@@ -24,7 +24,7 @@ IMPORT_S = time.perf_counter() - _t0
 import _common  # noqa: E402
 
 
-def build(estimator: str = "pes", family=None) -> GradientLearner:
+def build(estimator: str = "pes", family=None, num_tasks: int = 8) -> GradientLearner:
     """The learner of this benchmark (``estimator``: "pes" or "full_es")."""
     from lopt_core.outer import FullES
 
@@ -34,7 +34,7 @@ def build(estimator: str = "pes", family=None) -> GradientLearner:
         family,
         lopt,
         ConstantTruncationSchedule(50),
-        num_tasks=8,
+        num_tasks=num_tasks,
         random_initial_iteration_offset=50 if estimator == "pes" else 0,
     )
     if estimator == "pes":

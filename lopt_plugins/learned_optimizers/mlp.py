@@ -85,7 +85,7 @@ _ELEMENTWISE_FIRST_LAYER_MAX = 16
 
 
 def apply_per_element(
-    theta: Any, elements: jax.Array, shared: jax.Array | None = None, chunk_rows: int = CHUNK_ROWS
+    theta: Any, elements: jax.Array, shared: jax.Array | None = None, chunk_rows: int | None = None
 ) -> jax.Array:
     """``PerElementMLP.apply(theta, concat([elements, shared broadcast], -1))``, computed cheaply.
 
@@ -95,7 +95,7 @@ def apply_per_element(
     shared inputs cost one small product instead of ``S`` columns of every row, and
     are never broadcast to ``[N, S]``. Equal to ``PerElementMLP.apply`` up to float
     rounding (the first layer's sum is taken in another order). Rows are evaluated
-    ``chunk_rows`` at a time when ``N`` is larger.
+    ``chunk_rows`` (default ``CHUNK_ROWS``, read at trace time) at a time when ``N`` is larger.
     """
     params = theta["params"]
     layers = [params[f"Dense_{i}"] for i in range(len(params))]
@@ -119,6 +119,7 @@ def apply_per_element(
         return h
 
     rows = elements.shape[0]
+    chunk_rows = CHUNK_ROWS if chunk_rows is None else chunk_rows
     if rows <= chunk_rows:
         return mlp(elements)
     num_chunks = math.ceil(rows / chunk_rows)

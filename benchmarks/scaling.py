@@ -1,0 +1,66 @@
+"""scaling: one point of the scaling benchmark, the pes_mlp workload at another size.
+
+    python benchmarks/scaling.py --num-tasks 64 --hidden 32 [--steps 7]
+
+``pes_mlp`` (MLPLOpt meta-trained with TruncatedPES, trunc 10, on the synthetic
+64 -> H relu -> 10 classifier) with ``num_tasks`` task slots (2 PES particles
+each) and ``H`` hidden units: the inner model has ``75 H + 10`` parameters
+(H = 13, 133, 1333, 13333 give about 1e3, 1e4, 1e5, 1e6). Prints one JSON line:
+the first outer step (compiles), the median of the steady steps (3rd on), in wall
+and process-CPU seconds, and the process's peak RSS. ``scaling_sweep.py`` runs
+the grid, one fresh process per point, and plots it.
+"""
+
+import argparse
+import time
+
+_t0 = time.perf_counter()
+import jax  # noqa: E402
+import pes_mlp  # noqa: E402
+import pes_quadratic  # noqa: E402
+
+IMPORT_S = time.perf_counter() - _t0
+
+import _common  # noqa: E402
+
+
+def measure(learner, num_steps: int) -> dict:
+    """``init`` time, the first outer step, and medians of steps 3.. (wall and CPU s)."""
+    key = jax.random.PRNGKey(0)
+    init_s, state = _common.timed(lambda: learner.init(key))
+    wall, cpu = [], []
+    for step in range(num_steps):
+        t0, c0 = time.perf_counter(), time.process_time()
+        state, metrics = learner.update(state, jax.random.fold_in(key, step))
+        jax.block_until_ready((state, metrics))
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return {
+        "init_s": round(init_s, 4),
+        "first_outer_step_s": round(wall[0], 4),
+        "steady_s_per_outer_step": round(_common.median(wall[2:]), 6),
+        "steady_cpu_s_per_outer_step": round(_common.median(cpu[2:]), 6),
+        "steady_steps_measured": len(wall[2:]),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--num-tasks", type=int, default=8)
+    parser.add_argument("--hidden", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=7, help="outer steps (>= 3)")
+    args = parser.parse_args()
+    learner = pes_quadratic.build("pes", pes_mlp.family(args.hidden), num_tasks=args.num_tasks)
+    _common.emit(
+        "scaling",
+        IMPORT_S,
+        library="lopt",
+        num_tasks=args.num_tasks,
+        hidden=args.hidden,
+        inner_params=75 * args.hidden + 10,
+        **measure(learner, max(3, args.steps)),
+    )
+
+
+if __name__ == "__main__":
+    main()
