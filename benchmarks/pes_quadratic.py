@@ -24,8 +24,11 @@ IMPORT_S = time.perf_counter() - _t0
 import _common  # noqa: E402
 
 
-def build(estimator: str = "pes", family=None, num_tasks: int = 8) -> GradientLearner:
-    """The learner of this benchmark (``estimator``: "pes" or "full_es")."""
+def build(
+    estimator: str = "pes", family=None, num_tasks: int = 8, **step_kwargs
+) -> GradientLearner:
+    """The learner of this benchmark (``estimator``: "pes" or "full_es"; ``step_kwargs`` go
+    to the truncated step)."""
     from lopt_core.outer import FullES
 
     lopt = MLPLOpt()
@@ -36,6 +39,7 @@ def build(estimator: str = "pes", family=None, num_tasks: int = 8) -> GradientLe
         ConstantTruncationSchedule(50),
         num_tasks=num_tasks,
         random_initial_iteration_offset=50 if estimator == "pes" else 0,
+        **step_kwargs,
     )
     if estimator == "pes":
         est = TruncatedPES(step, trunc_length=10, std=0.01)

@@ -49,8 +49,19 @@ def main() -> None:
     parser.add_argument("--num-tasks", type=int, default=8)
     parser.add_argument("--hidden", type=int, default=32)
     parser.add_argument("--steps", type=int, default=7, help="outer steps (>= 3)")
+    parser.add_argument(
+        "--group-elements",
+        default="default",
+        help="the truncated step's group_elements: an int, 'none', or 'default'",
+    )
     args = parser.parse_args()
-    learner = pes_quadratic.build("pes", pes_mlp.family(args.hidden), num_tasks=args.num_tasks)
+    step_kwargs = {}
+    if args.group_elements != "default":
+        none = args.group_elements == "none"
+        step_kwargs["group_elements"] = None if none else int(args.group_elements)
+    learner = pes_quadratic.build(
+        "pes", pes_mlp.family(args.hidden), num_tasks=args.num_tasks, **step_kwargs
+    )
     _common.emit(
         "scaling",
         IMPORT_S,
@@ -58,6 +69,7 @@ def main() -> None:
         num_tasks=args.num_tasks,
         hidden=args.hidden,
         inner_params=75 * args.hidden + 10,
+        group_elements=args.group_elements,
         **measure(learner, max(3, args.steps)),
     )
 

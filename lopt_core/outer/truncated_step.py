@@ -22,6 +22,11 @@ from flax import struct
 from lopt_core.datasets import SPLITS, stack_batches
 from lopt_core.jit import BackendJit
 from lopt_core.learned.base import LearnedOptimizer
+from lopt_core.outer.particle_groups import (
+    DEFAULT_GROUP_ELEMENTS,
+    particles_per_group,
+    vmap_in_groups,
+)
 from lopt_core.outer.truncation_schedules import TruncationSchedule
 from lopt_core.sharding import MeshArg, constrain, resolve_mesh
 from lopt_core.static_graph import sample_cfgs
@@ -118,6 +123,9 @@ class VectorizedLOptTruncatedStep:
     ``mesh``: with several local devices the particle axis is sharded over them
     (``"auto"``, when they divide the number of particles; see
     ``lopt_core.sharding``); ``None`` keeps one device; a ``Mesh`` is used as given.
+    ``group_elements``: on one device, particles are vmapped in groups of at most this
+    many inner-state elements, one group after another, so that large particle sets
+    stay in cache (``lopt_core.outer.particle_groups``); None vmaps them all at once.
     """
 
     def __init__(
@@ -129,6 +137,7 @@ class VectorizedLOptTruncatedStep:
         random_initial_iteration_offset: int = 0,
         meta_loss_split: str = "outer_valid",
         mesh: MeshArg = "auto",
+        group_elements: int | None = DEFAULT_GROUP_ELEMENTS,
     ):
         if not isinstance(task_family, TaskFamily):
             raise TypeError(
@@ -159,6 +168,9 @@ class VectorizedLOptTruncatedStep:
         self.meta_loss_split = meta_loss_split
         resolve_mesh(mesh, 0)  # rejects a bad mesh argument now
         self.mesh = mesh
+        self.group_elements = (
+            None if group_elements is None else positive_int(group_elements, "group_elements")
+        )
         # init_state compiled (once per truncated step): run eagerly, its many small
         # random draws would each dispatch (and compile) separately.
         self.init_state_jit = BackendJit(self.init_state, static_argnames="theta_axis")
@@ -310,28 +322,27 @@ class VectorizedLOptTruncatedStep:
         if theta_axis is not None:
             theta = constrain(theta, mesh, theta_axis)
 
+        # Large particle sets step in groups that fit in cache (particle_groups); sharded
+        # particles stay one vmap, which the mesh splits across devices.
+        budget = None if mesh is not None else self.group_elements
+        group = particles_per_group(state, budget)
+
         def inner_steps(theta, state, keys, train_batch, meta_batch):
             """``_inner_step`` of every particle."""
-            if train_batch is None:
-                in_axes = (theta_axis, 0, 0, None, None)
-                return jax.vmap(self._inner_step, in_axes=in_axes)(
-                    theta, state, keys, train_batch, meta_batch
-                )
-            if reps is None:
-                in_axes = (theta_axis, 0, 0, 0, 0)
-                return jax.vmap(self._inner_step, in_axes=in_axes)(
-                    theta, state, keys, train_batch, meta_batch
-                )
+            if train_batch is None or reps is None:  # batches (if any) gathered per particle
+                xs = (state, keys, train_batch, meta_batch)
+                return vmap_in_groups(self._inner_step, theta, theta_axis, xs, group)
             split = lambda x: x.reshape((reps, x.shape[0] // reps) + x.shape[1:])
             split_theta = theta if theta_axis is None else jax.tree_util.tree_map(split, theta)
-            per_slot = jax.vmap(self._inner_step, in_axes=(theta_axis, 0, 0, 0, 0))
-            out = jax.vmap(per_slot, in_axes=(theta_axis, 0, 0, None, None))(
-                split_theta,
-                jax.tree_util.tree_map(split, state),
-                split(keys),
-                train_batch,
-                meta_batch,
-            )
+
+            def per_slot(theta, state, keys):  # one copy of slots 0..n-1, batches in place
+                xs = (state, keys, train_batch, meta_batch)
+                return vmap_in_groups(self._inner_step, theta, theta_axis, xs, group)
+
+            # Copies one after another once the particles need more than one group.
+            copies_group = None if group is None else 1
+            xs = (jax.tree_util.tree_map(split, state), split(keys))
+            out = vmap_in_groups(per_slot, split_theta, theta_axis, xs, copies_group)
             return jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[2:]), out)
 
         def step(state, xs):

@@ -46,6 +46,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "lopt_core.outer.checkpoints",
             "lopt_core.outer.gradient_estimators",
             "lopt_core.outer.truncated_step",
+            "lopt_core.outer.particle_groups",
             "lopt_core.outer.truncation_schedules",
         ),
     ),
