@@ -27,6 +27,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 TASKS = (8, 16, 32, 64, 128, 256)
+# Plot styles by the rows' "library" (other labels, e.g. an earlier lopt, get dotted lines).
+STYLES = {"lopt": "o-", "reference": "s--"}
 HIDDEN = (13, 133, 1333, 13333)
 
 
@@ -80,7 +82,9 @@ def plot(files: list[Path], png: Path) -> None:
         ("inner_params", lambda r: r["num_tasks"] == 8, "inner model parameters, 8 task slots"),
     )
     for col, (x_key, keep, x_label) in enumerate(axis_defs):
-        for library, style in (("lopt", "o-"), ("reference", "s--")):
+        libraries = sorted({r["library"] for r in rows})
+        for library in libraries:
+            style = STYLES.get(library, "^:")
             pts = sorted((r[x_key], r) for r in rows if r["library"] == library and keep(r))
             if not pts:
                 continue
