@@ -71,13 +71,7 @@ def load_pretrained(name: str) -> Pretrained:
     """The registered pretrained optimizer ``name`` (close matches on a typo)."""
     from lopt_core.registry import get_registry
 
-    found = get_registry().create("pretrained", name)
-    if not isinstance(found, Pretrained):
-        raise TypeError(
-            f"pretrained plugin {name!r} returned a {type(found).__name__}, not a "
-            "lopt_core.pretrained.Pretrained."
-        )
-    return found
+    return get_registry().create("pretrained", name, expect=Pretrained)
 
 
 def pretrained(name: str, num_steps: int | None = None) -> optax.GradientTransformationExtraArgs:

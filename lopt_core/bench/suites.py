@@ -121,10 +121,4 @@ def get_suite(name_or_suite: str | Suite) -> Suite:
         return name_or_suite
     from lopt_core.registry import get_registry
 
-    suite = get_registry().create("suite", name_or_suite)
-    if not isinstance(suite, Suite):
-        raise TypeError(
-            f"suite plugin {name_or_suite!r} returned a {type(suite).__name__}, not a "
-            "lopt_core.bench.Suite."
-        )
-    return suite
+    return get_registry().create("suite", name_or_suite, expect=Suite)

@@ -308,9 +308,16 @@ class Registry:
         """The factory registered as ``name`` of ``kind``."""
         return self.entry(kind, name).factory
 
-    def create(self, kind: str, name: str, **kwargs: Any) -> Any:
-        """Build ``name`` of ``kind``: ``get(kind, name)(**kwargs)``."""
-        return self.get(kind, name)(**kwargs)
+    def create(self, kind: str, name: str, expect: type | None = None, **kwargs: Any) -> Any:
+        """Build ``name`` of ``kind``: ``get(kind, name)(**kwargs)``; a TypeError if ``expect``
+        is given and the plugin built something else."""
+        built = self.get(kind, name)(**kwargs)
+        if expect is not None and not isinstance(built, expect):
+            raise TypeError(
+                f"{kind} plugin {name!r} returned a {type(built).__name__}, not a "
+                f"{expect.__module__}.{expect.__qualname__}."
+            )
+        return built
 
     def _check_kind(self, kind: str) -> None:
         if kind not in KINDS:

@@ -247,6 +247,9 @@ def test_load_module_accepts_any_object_and_raises_on_failure():
     entry = registry.entry("truncation_schedule", "Every10")
     assert entry.plugin == info and entry.distribution is None
     assert registry.create("truncation_schedule", "Every10") == 10
+    assert registry.create("truncation_schedule", "Every10", expect=int) == 10
+    with pytest.raises(TypeError, match="'Every10' returned a int, not a builtins.str"):
+        registry.create("truncation_schedule", "Every10", expect=str)
     with pytest.raises(PluginLoadError, match="no_such_module_xyz") as err:
         registry.load_module("no_such_module_xyz")
     assert isinstance(err.value.__cause__, ModuleNotFoundError)
