@@ -5,7 +5,9 @@ reads its compiled programs from disk instead of compiling them again.
 ``$LOPT_COMPILATION_CACHE`` is the folder (default: ``jax/`` in lopt's user
 cache, ``lopt_core.files.user_cache_dir``); ``off`` (or ``0``, ``false``, ``no``)
 disables it. Only programs that took at least ``MIN_COMPILE_S`` to compile are
-stored, so the many tiny ones do not fill the folder.
+stored, so the many tiny ones do not fill the folder (at 0.05 s the quickstart stores 7
+programs, 472 KiB; at JAX's default 1 s an idle machine cached too few of them to
+warm-start).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 from lopt_core.files import user_cache_dir
 
 ENV_COMPILATION_CACHE = "LOPT_COMPILATION_CACHE"
-MIN_COMPILE_S = 0.5
+MIN_COMPILE_S = 0.05
 _OFF = ("off", "0", "false", "no", "")
 
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import jax
 
-from lopt_core.compile_cache import compilation_cache_dir, enable_compilation_cache
+from lopt_core.compile_cache import (
+    MIN_COMPILE_S,
+    compilation_cache_dir,
+    enable_compilation_cache,
+)
 
 
 def test_the_cache_folder_comes_from_the_environment(tmp_path, monkeypatch):
@@ -32,5 +36,5 @@ def test_enabling_points_jax_at_the_folder_and_an_unusable_one_leaves_it_off(tmp
     monkeypatch.setenv("LOPT_COMPILATION_CACHE", str(tmp_path / "jax"))
     assert enable_compilation_cache() == tmp_path / "jax"
     assert updates["jax_compilation_cache_dir"] == str(tmp_path / "jax")
-    assert updates["jax_persistent_cache_min_compile_time_secs"] == 0.5
+    assert updates["jax_persistent_cache_min_compile_time_secs"] == MIN_COMPILE_S
     assert (tmp_path / "jax").is_dir()

@@ -1,5 +1,7 @@
 """digits, the shared batch iterator and the dataset plugin hook."""
 
+import subprocess
+import sys
 from importlib.metadata import entry_points
 
 import numpy as np
@@ -8,6 +10,7 @@ import pytest
 import lopt_core
 import lopt_plugins.datasets as D
 from lopt_plugins.datasets import RandomBatches
+from lopt_plugins.datasets.images import digits_arrays
 
 pytestmark = pytest.mark.usefixtures("fresh_cache")
 
@@ -37,6 +40,20 @@ def test_digits_split_data_is_the_sklearn_data():
         it = ds.split(split)
         np.testing.assert_allclose(it.data["image"][..., 0], images[it.example_ids] / 16.0)
         np.testing.assert_array_equal(it.data["label"], labels[it.example_ids])
+
+
+def test_digits_are_read_from_sklearns_file_without_importing_sklearn():
+    images, labels = digits_arrays()
+    source_images, source_labels = _source_digits()
+    np.testing.assert_array_equal(images, source_images)
+    np.testing.assert_array_equal(labels, source_labels)
+    # Importing scikit-learn costs over a second of every digits run's start.
+    code = (
+        "import sys; from lopt_plugins.datasets.images import digits_arrays; digits_arrays(); "
+        "print('sklearn' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_digits_batches_have_the_promised_shape_dtype_and_range():
