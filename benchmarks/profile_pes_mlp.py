@@ -49,13 +49,13 @@ def _frames(lines: list[str]) -> dict[int, list[str]]:
     """The module's stack frame table: frame id -> ``file:line`` from innermost outwards."""
     tables: dict[str, dict[int, str]] = collections.defaultdict(dict)
     section = None
-    for line in lines:
+    for line in lines:  # each table: its name, then "<id> <fields>" rows, then a blank line
         if line in ("FileNames", "FunctionNames", "FileLocations", "StackFrames"):
             section = line
+        elif not line:
+            section = None
         elif section and (row := _TABLE_ROW.match(line)):
             tables[section][int(row.group(1))] = row.group(2)
-        elif line.startswith(("ENTRY", "%", "HloModule")) or not line:
-            section = None if line.startswith(("ENTRY", "%")) else section
     files = {k: v.strip('"') for k, v in tables["FileNames"].items()}
     locations = {}
     for k, v in tables["FileLocations"].items():

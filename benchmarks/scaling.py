@@ -6,42 +6,21 @@
 64 -> H relu -> 10 classifier) with ``num_tasks`` task slots (2 PES particles
 each) and ``H`` hidden units: the inner model has ``75 H + 10`` parameters
 (H = 13, 133, 1333, 13333 give about 1e3, 1e4, 1e5, 1e6). Prints one JSON line:
-the first outer step (compiles), the median of the steady steps (3rd on), in wall
-and process-CPU seconds, and the process's peak RSS. ``scaling_sweep.py`` runs
-the grid, one fresh process per point, and plots it.
+``_common.outer_loop``'s fields (the first outer step, which compiles, and the median
+of the steady steps, 3rd on, in wall and process-CPU seconds) and the process's peak
+RSS. ``scaling_sweep.py`` runs the grid, one fresh process per point, and plots it.
 """
 
 import argparse
 import time
 
 _t0 = time.perf_counter()
-import jax  # noqa: E402
 import pes_mlp  # noqa: E402
 import pes_quadratic  # noqa: E402
 
 IMPORT_S = time.perf_counter() - _t0
 
 import _common  # noqa: E402
-
-
-def measure(learner, num_steps: int) -> dict:
-    """``init`` time, the first outer step, and medians of steps 3.. (wall and CPU s)."""
-    key = jax.random.PRNGKey(0)
-    init_s, state = _common.timed(lambda: learner.init(key))
-    wall, cpu = [], []
-    for step in range(num_steps):
-        t0, c0 = time.perf_counter(), time.process_time()
-        state, metrics = learner.update(state, jax.random.fold_in(key, step))
-        jax.block_until_ready((state, metrics))
-        wall.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
-    return {
-        "init_s": round(init_s, 4),
-        "first_outer_step_s": round(wall[0], 4),
-        "steady_s_per_outer_step": round(_common.median(wall[2:]), 6),
-        "steady_cpu_s_per_outer_step": round(_common.median(cpu[2:]), 6),
-        "steady_steps_measured": len(wall[2:]),
-    }
 
 
 def main() -> None:
@@ -70,7 +49,7 @@ def main() -> None:
         hidden=args.hidden,
         inner_params=75 * args.hidden + 10,
         group_elements=args.group_elements,
-        **measure(learner, max(3, args.steps)),
+        **_common.outer_loop(learner, num_steps=max(3, args.steps)),
     )
 
 

@@ -33,22 +33,21 @@ IMPORT_S = time.perf_counter() - _t0
 LOPT = [sys.executable, "-m", "lopt_core.cli"]
 
 
-def _run(recipe: str, out: Path, cache: Path) -> tuple[float, float]:
-    env = {**os.environ, "LOPT_COMPILATION_CACHE": str(cache)}
-    args = [*LOPT, "train", recipe, "-o", str(out), "--no-progress"]
-    args += ["-p", "meta_train.num_steps = 1", "-p", "meta_train.validate_every = 0"]
-    t0 = time.perf_counter()
-    subprocess.run(args, env=env, check=True, capture_output=True)
-    process_s = time.perf_counter() - t0
-    first = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
-    return float(first["wall_s"]), process_s
-
-
 def _process_s(args: list[str], cache: Path) -> float:
+    """Wall seconds of ``lopt ARGS`` in a fresh process using the compilation ``cache``."""
     env = {**os.environ, "LOPT_COMPILATION_CACHE": str(cache)}
     t0 = time.perf_counter()
     subprocess.run([*LOPT, *args], env=env, check=True, capture_output=True)
     return time.perf_counter() - t0
+
+
+def _run(recipe: str, out: Path, cache: Path) -> tuple[float, float]:
+    """``lopt train`` for one step: its first outer step's ``wall_s`` and the process's time."""
+    args = ["train", recipe, "-o", str(out), "--no-progress"]
+    args += ["-p", "meta_train.num_steps = 1", "-p", "meta_train.validate_every = 0"]
+    process_s = _process_s(args, cache)
+    first = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    return float(first["wall_s"]), process_s
 
 
 def _eval_and_bench(run: Path, tmp: Path) -> dict[str, tuple[float, float]]:
