@@ -10,6 +10,7 @@ from lopt_core.datasets import (
     Datasets,
     clear_dataset_cache,
     dataset_lru_cache,
+    fresh_datasets,
     stack_batches,
     stack_task_batches,
 )
@@ -41,7 +42,7 @@ from lopt_core.registry import (
 )
 from lopt_core.static_graph import StaticGraphError, sample_cfgs
 from lopt_core.tasks import Task, TaskFamily, single_task_to_family
-from lopt_core.training import TrainResult, train, train_family
+from lopt_core.training import TrainResult, draw_family_batches, train, train_family
 from lopt_core.version import __version__
 
 __all__ = [
@@ -82,6 +83,7 @@ __all__ = [
     "TrainResult",
     "__version__",
     "clear_dataset_cache",
+    "fresh_datasets",
     "dataset_lru_cache",
     "hookimpl",
     "sample_cfgs",
@@ -90,6 +92,7 @@ __all__ = [
     "stack_task_batches",
     "train",
     "train_family",
+    "draw_family_batches",
 ]
 
 

@@ -7,6 +7,7 @@ one ``lax.scan``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 from collections.abc import Callable, Iterator, Mapping
@@ -105,6 +106,23 @@ def dataset_lru_cache(builder: Callable[..., Datasets]) -> Callable[..., Dataset
 def clear_dataset_cache() -> None:
     """Forget every ``Datasets`` built through ``dataset_lru_cache``."""
     _BUILT.clear()
+
+
+@contextlib.contextmanager
+def fresh_datasets() -> Iterator[None]:
+    """Inside, ``dataset_lru_cache`` builders make new ``Datasets``, at their iterators' start.
+
+    What is built inside is shared inside only; the cache of outside is left as
+    it was, and its iterators are not drawn from. Whatever was drawn before, a
+    task built inside therefore reads the same batches (for seeded iterators,
+    as every built-in dataset's): what makes a benchmark reproducible.
+    """
+    global _BUILT
+    outside, _BUILT = _BUILT, {}
+    try:
+        yield
+    finally:
+        _BUILT = outside
 
 
 def stack_batches(iterator: Iterator[Batch], n: int) -> Batch:

@@ -20,7 +20,7 @@ from lopt_core.learned.base import LearnedOptimizer
 from lopt_core.optimizers.base import Optimizer
 from lopt_core.static_graph import sample_cfgs
 from lopt_core.tasks import Task, TaskFamily, as_family
-from lopt_core.training import EVAL_SPLITS, TrainResult, train_family
+from lopt_core.training import EVAL_SPLITS, TrainResult, draw_family_batches, train_family
 
 
 @dataclasses.dataclass
@@ -132,8 +132,12 @@ def multi_task_training_curves(
     eval_splits: Sequence[str] = EVAL_SPLITS,
     theta: Any = None,
     name: str | None = None,
+    batches: Any = None,
 ) -> TrainingCurves:
-    """Train ``num_tasks`` tasks sampled from ``family`` (vmapped) and return their curves."""
+    """Train ``num_tasks`` tasks sampled from ``family`` (vmapped) and return their curves.
+
+    ``batches``: ``draw_family_batches`` of the same arguments (see ``train_family``).
+    """
     result = train_family(
         family,
         optimizer,
@@ -144,6 +148,7 @@ def multi_task_training_curves(
         num_eval_batches=num_eval_batches,
         eval_splits=tuple(eval_splits),
         theta=theta,
+        batches=batches,
     )
     return TrainingCurves.from_result(name or _name_of(optimizer), result)
 
@@ -197,6 +202,7 @@ def sweep_curves(
     num_runs: int = 5,
     progress: Callable[[], None] | None = None,
     names: Sequence[str] | None = None,
+    batches: Any = None,
     **options: Any,
 ) -> list[TrainingCurves]:
     """Curves of ``make_optimizer(setting)`` for each setting, all from one compiled program.
@@ -206,7 +212,8 @@ def sweep_curves(
     the same form. ``make_optimizer`` is called with traced values, so it is
     compiled once per (factory, shapes): factories that compare equal (a
     class, a frozen dataclass) share the program across calls. Every setting
-    trains on the same ``key`` (same tasks, inits and data). ``names`` label the
+    trains on the same ``key`` and the same batches, drawn once (or ``batches``
+    from ``draw_family_batches``). ``names`` label the
     curves (default: the factory's name and the setting). ``options`` go to
     ``multi_task_training_curves``; ``progress`` is called once per setting.
     """
@@ -217,6 +224,16 @@ def sweep_curves(
         raise ValueError(f"got {len(names)} names for {len(settings)} settings.")
     family = as_family(task_or_family)
     sweep = _sweep_of(make_optimizer)
+    # Drawn once: each setting trains on the very same batches, not on the next ones.
+    if batches is None:
+        batches = draw_family_batches(
+            family,
+            num_runs,
+            num_steps,
+            options.get("eval_every"),
+            options.get("num_eval_batches", 1),
+            tuple(options.get("eval_splits", EVAL_SPLITS)),
+        )
     curves = []
     for setting, name in zip(settings, names, strict=True):
         theta = (
@@ -233,6 +250,7 @@ def sweep_curves(
                 num_steps,
                 theta=theta,
                 name=name or _setting_name(make_optimizer, setting),
+                batches=batches,
                 **options,
             )
         )

@@ -51,6 +51,7 @@ from lopt_core.outer.task_slots import TaskSlots
 from lopt_core.outer.truncation_schedules import ConstantTruncationSchedule
 from lopt_core.task_distributions import FamilyMixture, TaskDistribution
 from lopt_core.tasks import Task, TaskFamily
+from lopt_core.training import draw_family_batches
 from lopt_core.validation import positive_int
 
 DEFAULT_LR_GRID = tuple(log_grid(1e-4, 1.0, 9))
@@ -163,11 +164,13 @@ def evaluate_target(
     Baseline learning rates are tuned by inner_valid loss at the horizon, on
     runs of their own (another key: other tasks, inits and data than the
     reported runs); the chosen rates are returned too. Each baseline's sweep
-    and its reported runs share one compiled program.
+    and its reported runs share one compiled program; every reported run
+    (the learned optimizer's and the baselines') reads the same batches.
     """
     steps, every = 2 * horizon, _eval_every(horizon)
     held_out, tuning = tagged(key, EVAL_HELD_OUT), tagged(key, EVAL_TUNING)
     options = dict(num_runs=seeds, progress=progress, eval_every=every, num_eval_batches=4)
+    reported = draw_family_batches(target, seeds, steps, every, 4)
     results = [
         multi_task_training_curves(
             target,
@@ -179,6 +182,7 @@ def evaluate_target(
             4,
             theta=theta,
             name=learned_opt.name,
+            batches=reported,
         )
     ]
     if progress is not None:
@@ -196,7 +200,9 @@ def evaluate_target(
         rates, names = [best], [f"{label} tuned lr={best:.3g}"]
         if label == "Adam":
             rates, names = [1e-3, best], ["Adam lr=1e-3", names[0]]
-        results += sweep_curves(make, target, held_out, rates, steps, names=names, **options)
+        results += sweep_curves(
+            make, target, held_out, rates, steps, names=names, batches=reported, **options
+        )
     return results, chosen
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import numpy as np
 
 from lopt_core.datasets import stack_batches, stack_task_batches
 from lopt_core.jit import (  # noqa: F401  (BackendJit, compiler_options: old import path)
@@ -231,11 +232,14 @@ def train_family(
     eval_splits: tuple[str, ...] = EVAL_SPLITS,
     theta: Any = None,
     mesh: MeshArg = "auto",
+    batches: Any = None,
 ) -> TrainResult:
     """Train ``num_tasks`` tasks sampled from ``family`` at once, ``jax.vmap`` over one scan.
 
     Each task gets its own cfg, PRNG key and batches (drawn from the family's
-    shared datasets); evaluation losses come from ``family.eval_task_fn(cfg)``.
+    shared datasets, or ``batches`` from ``draw_family_batches`` with the same
+    arguments, to train several optimizers on the very same data); evaluation
+    losses come from ``family.eval_task_fn(cfg)``.
     Returns a ``TrainResult`` whose fields lead with the task axis. A
     ``LearnedOptimizer`` takes its meta-parameters as ``theta``, as in ``train``.
 
@@ -256,10 +260,13 @@ def train_family(
     if datasets is None:
         train_batches = eval_batches = None  # placeholders are made inside the jit
     else:
-        train_batches = stack_task_batches(datasets.train, num_tasks, num_steps)
-        eval_batches = stack_eval_batches(
-            datasets, num_evals, num_eval_batches, num_tasks, eval_splits
-        )
+        if batches is None:
+            batches = draw_family_batches(
+                family, num_tasks, num_steps, eval_every, num_eval_batches, eval_splits
+            )
+        else:
+            _check_batches(batches, num_tasks, num_steps)
+        train_batches, eval_batches = batches
         # Each device receives only its tasks' data.
         train_batches, eval_batches = put((train_batches, eval_batches), mesh)
     with explain_tracer_errors(f"TaskFamily {family.name}.task_fn"):
@@ -276,6 +283,40 @@ def train_family(
             data_free=datasets is None,
             eval_splits=eval_splits if datasets is None else (),
             mesh=mesh,
+        )
+
+
+def draw_family_batches(
+    family: TaskFamily,
+    num_tasks: int,
+    num_steps: int,
+    eval_every: int | None = None,
+    num_eval_batches: int = 1,
+    eval_splits: tuple[str, ...] = EVAL_SPLITS,
+) -> tuple[Any, Any] | None:
+    """The host batches ``train_family`` draws for the same arguments: ``(train, eval)``.
+
+    None for a data-free family. Drawing them once and passing them as
+    ``train_family(..., batches=)`` to every call trains each on the same data.
+    """
+    if family.datasets is None:
+        return None
+    _, num_evals = eval_schedule(num_steps, eval_every)
+    train = stack_task_batches(family.datasets.train, num_tasks, num_steps)
+    evals = stack_eval_batches(
+        family.datasets, num_evals, num_eval_batches, num_tasks, _check_eval_splits(eval_splits)
+    )
+    return train, evals
+
+
+def _check_batches(batches: Any, num_tasks: int, num_steps: int) -> None:
+    train = batches[0] if isinstance(batches, tuple) and len(batches) == 2 else None
+    leaves = jax.tree_util.tree_leaves(train)
+    if not leaves or any(np.shape(x)[:2] != (num_tasks, num_steps) for x in leaves):
+        raise ValueError(
+            f"batches must be draw_family_batches(...) for {num_tasks} tasks of {num_steps} "
+            f"steps (train leaves [{num_tasks}, {num_steps}, ...]); got "
+            f"{jax.tree_util.tree_map(np.shape, batches)!r:.200}."
         )
 
 

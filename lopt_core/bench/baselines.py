@@ -34,7 +34,7 @@ from lopt_core.optimizers import SGDM, Adam, Optimizer, WarmupCosineAdamW
 from lopt_core.version import __version__
 
 # Bump when the tuning or reporting protocol changes: old archive entries stop matching.
-PROTOCOL = 1
+PROTOCOL = 2
 NUM_EVAL_BATCHES = 4
 ENV_ARCHIVE = "LOPT_BASELINE_ARCHIVE"
 
@@ -190,26 +190,29 @@ def run_options(task: SuiteTask) -> dict[str, Any]:
 
 def compute_baseline(
     task: SuiteTask,
-    family: Any,
     baseline: Baseline,
     progress: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
-    """Tune ``baseline`` on ``task`` (inner_valid) and train its choice on the held-out runs."""
+    """Tune ``baseline`` on ``task`` (inner_valid) and train its choice on the held-out runs.
+
+    The sweep's settings share one draw of batches; the held-out runs read the
+    task's data from its start, as every optimizer benched on it does.
+    """
     make = baseline.make(task.steps)
     options = dict(num_runs=task.seeds, progress=progress, **run_options(task))
     chosen, scores = baseline.settings[0], [None]
     if baseline.tuned:
         tuning = tagged(jax.random.PRNGKey(0), EVAL_TUNING)
-        sweep = sweep_curves(make, family, tuning, baseline.settings, task.steps, **options)
+        sweep = sweep_curves(make, task.build(), tuning, baseline.settings, task.steps, **options)
         index, scores = best_setting(sweep)
         chosen = baseline.settings[index]
-    (curves,) = sweep_curves(make, family, held_out_key(task), [chosen], task.steps, **options)
+    held_out = held_out_key(task)
+    (curves,) = sweep_curves(make, task.build(), held_out, [chosen], task.steps, **options)
     return {"chosen": chosen, "tuning_scores": scores, **curves_record(curves)}
 
 
 def baseline_curves(
     task: SuiteTask,
-    family: Any,
     archive: BaselineArchive,
     baselines: Sequence[Baseline] = BASELINES,
     progress: Callable[[int], None] | None = None,
@@ -223,7 +226,7 @@ def baseline_curves(
         record = None if recompute else archive.get(key)
         if record is None:
             tick = (lambda: progress(1)) if progress else None
-            record = compute_baseline(task, family, baseline, tick)
+            record = compute_baseline(task, baseline, tick)
             archive.put(key, record)
         elif progress:
             progress(baseline.num_runs)

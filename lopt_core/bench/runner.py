@@ -125,7 +125,7 @@ def bench_task(
         if progress:
             progress(sum(b.num_runs for b in baselines) + (candidate is not None))
         return TaskResult(task, skipped=str(error).splitlines()[0])
-    by_name = baseline_curves(task, family, archive, baselines, progress, recompute)
+    by_name = baseline_curves(task, archive, baselines, progress, recompute)
     curves = {name: c for name, (c, _) in by_name.items()}
     records = {name: r for name, (_, r) in by_name.items()}
     if candidate is not None:

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from lopt_core.datasets import fresh_datasets
 from lopt_core.tasks import Task, TaskFamily, as_family
 from lopt_core.validation import positive_int
 
@@ -56,12 +57,18 @@ class SuiteTask:
         return f"{self.task}({args})"
 
     def build(self) -> TaskFamily:
-        """The task (as the family of its seeds) or task family, from the registry."""
+        """The task (as the family of its seeds) or task family, from the registry.
+
+        Built with ``fresh_datasets``: its data iterators start where a fresh
+        process's would, whatever was drawn before, so every optimizer benched on
+        the task reads the same batches, in any process.
+        """
         from lopt_core.registry import get_registry
 
         registry = get_registry()
         kind = "task_family" if registry.has("task_family", self.task) else "task"
-        built = registry.create(kind, self.task, **self.args)
+        with fresh_datasets():
+            built = registry.create(kind, self.task, **self.args)
         if not isinstance(built, (Task, TaskFamily)):
             raise TypeError(f"{self.label} built a {type(built).__name__}, not a Task.")
         return as_family(built)

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from lopt_core import SPLITS, Datasets, clear_dataset_cache, dataset_lru_cache
+from lopt_core import SPLITS, Datasets, clear_dataset_cache, dataset_lru_cache, fresh_datasets
 from lopt_core.datasets import stack_batches, stack_task_batches
 
 
@@ -180,6 +180,21 @@ def test_clear_dataset_cache_forgets_every_builder(counted_builder):
     assert other() is not o
     assert len(calls) == 2
     other.cache_clear()
+
+
+def test_fresh_datasets_start_at_the_beginning_and_leave_the_cache_as_it_was(counted_builder):
+    build, calls = counted_builder
+    outside = build(4)
+    assert [int(next(outside.train)["y"][0]) for _ in range(3)] == [0, 1, 2]
+    with fresh_datasets():
+        inside = build(4)
+        assert inside is not outside and build(4) is inside  # shared inside the block
+        assert int(next(inside.train)["y"][0]) == 0  # not 3: the start of the data
+    assert build(4) is outside
+    assert int(next(outside.train)["y"][0]) == 3  # the block did not draw from it
+    with fresh_datasets():
+        assert int(next(build(4).train)["y"][0]) == 0  # and the next block starts anew
+    assert len(calls) == 3
 
 
 def test_lru_cache_rejects_unhashable_arguments_with_advice(counted_builder):

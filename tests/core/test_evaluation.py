@@ -10,16 +10,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lopt_core import SGD, Adam, Datasets, Task, train
+from lopt_core import SGD, Adam, Datasets, Task, draw_family_batches, train, train_family
 from lopt_core.evaluation import (
     TrainingCurves,
     log_grid,
     multi_task_training_curves,
     single_task_training_curves,
+    sweep_curves,
     tune_learning_rate,
 )
 from lopt_core.plotting import plot_curves
-from toys import QuadraticFamily, ToyLearnableSGD
+from toys import QuadraticFamily, RegressionFamily, ToyLearnableSGD
 
 
 class Diagonal(Task):
@@ -146,3 +147,22 @@ def test_multi_task_curves_accept_learned_optimizers():
     plain = multi_task_training_curves(family, SGD(0.1), key, 3, 6)
     np.testing.assert_allclose(learned.train_loss, plain.train_loss, rtol=1e-5)
     assert learned.name == "learned"
+
+
+def test_every_setting_of_a_sweep_trains_on_the_same_batches():
+    # Two equal settings give equal curves only if the second does not read the next batches.
+    family = RegressionFamily()
+    a, b = sweep_curves(Adam, family, jax.random.PRNGKey(0), [0.01, 0.01], 5, num_runs=2)
+    np.testing.assert_array_equal(a.train_loss, b.train_loss)
+    np.testing.assert_array_equal(a.test_loss, b.test_loss)
+
+
+def test_train_family_on_drawn_batches_equals_drawing_them_itself():
+    key = jax.random.PRNGKey(1)
+    batches = draw_family_batches(RegressionFamily(), 2, 4, eval_every=2)
+    given = train_family(RegressionFamily(), SGD(0.1), key, 2, 4, eval_every=2, batches=batches)
+    drawn = train_family(RegressionFamily(), SGD(0.1), key, 2, 4, eval_every=2)
+    np.testing.assert_array_equal(given.train_loss, drawn.train_loss)
+    np.testing.assert_array_equal(given.test_loss, drawn.test_loss)
+    with pytest.raises(ValueError, match=r"draw_family_batches\(...\) for 2 tasks of 6 steps"):
+        train_family(RegressionFamily(), SGD(0.1), key, 2, 6, eval_every=2, batches=batches)
