@@ -196,12 +196,13 @@ def aggregate(
 ) -> dict[str, dict[str, Any]]:
     """Per optimizer: IQM of normalized score and of speedup over tasks, each with a 95%
     stratified bootstrap interval, and the fraction of tasks on which it beats each other
-    optimizer (lower mean final test loss). Skipped tasks are left out."""
+    optimizer (lower mean final loss), all on the split the results were scored on.
+    Skipped tasks are left out."""
     done = [r for r in results if r.skipped is None]
     out = {}
     for name in names:
         finals = [r.finals(name) for r in done]
-        curves = [r.curves[name].losses("test") for r in done]
+        curves = [r.curves[name].losses(r.split) for r in done]
         norm = [r.normalized(name) for r in done]
         fast = [r.speedup(name) for r in done]
         norm_ci = stratified_bootstrap(

@@ -13,6 +13,8 @@ import pytest
 from helpers import tensorboard_events
 from lopt_core.bench import BASELINES, BaselineArchive, Candidate, bench, get_suite
 from lopt_core.bench.baselines import archive_key, compute_baseline
+from lopt_core.bench.runner import aggregate
+from lopt_core.bench.scores import stratified_bootstrap
 from lopt_core.cli import main
 from toys import write_tiny_gin
 
@@ -96,6 +98,18 @@ def test_lopt_bench_a_run_folder_and_the_python_api(tmp_path, empty_archive, cap
     )
     assert list(results[0].curves)[0] == "clip"
     assert results[0].normalized("clip") > 0.5
+    # Scored on inner_valid, the intervals resample inner_valid runs too (not test's).
+    (valid,) = bench(
+        Candidate.of(optax.adam(3e-3), name="adam"),
+        get_suite("tiny").select(["Logistic_Iris"]),  # data-backed: its splits differ
+        progress=False,
+        split="inner_valid",
+    )
+    runs = valid.curves["adam"].losses("inner_valid")
+    assert not np.array_equal(runs, valid.curves["adam"].losses("test"))
+    got = aggregate([valid], ["adam"], replicates=50)["adam"]
+    expected = stratified_bootstrap([runs], lambda i, x: valid.speedup("adam", x), replicates=50)
+    assert got["speedup_ci95"] == list(expected)
     assert not empty_archive.exists()
 
 
