@@ -89,22 +89,6 @@ def test_suite_tasks_check_their_budget_and_suites_their_tasks():
         suite.select(["C"])
 
 
-def test_a_suite_task_reads_its_data_from_the_start_whatever_was_drawn_before():
-    from lopt_plugins.datasets import digits
-
-    task = SuiteTask("ImageMLP_Digits8_Relu32")  # digits, batch 128, through the shared cache
-    shared = digits(batch_size=128).train
-    first = task.build().datasets.train
-    expected = [next(first)["label"] for _ in range(2)]
-    for _ in range(5):
-        next(shared)  # what an earlier task or run drew
-    again = task.build().datasets.train
-    assert again is not first and again is not shared
-    for batch in expected:
-        np.testing.assert_array_equal(next(again)["label"], batch)
-    assert digits(batch_size=128).train is shared  # the process-wide cache is left as it was
-
-
 def test_archive_keys_cover_what_determines_a_result(tmp_path):
     task = SuiteTask("A", steps=100, seeds=3)
     key = archive_key(task, ADAM_1E3)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import jax
+import numpy as np
 
-from lopt_core.bench import get_suite
+from lopt_core.bench import SuiteTask, get_suite
 from lopt_core.commands.recipes import shipped_recipes
 from lopt_core.gin_config import parse_config
 from lopt_core.registry import get_registry
 from lopt_core.run_report import query_built
 from lopt_core.task_distributions import FamilyMixture, TaskDistribution
 from lopt_core.tasks import as_family
+from lopt_plugins.datasets import digits
 
 DRAWS = 300  # per recipe with a task distribution
 
@@ -97,3 +99,17 @@ def test_built_in_suites_are_registered_and_their_tasks_build():
     presets = {t.task for t in zoo.tasks}
     assert {t.task for t in get_suite("small").tasks} <= presets
     assert "ResNetTask" not in presets and len(presets) >= 50
+
+
+def test_a_suite_task_reads_its_data_from_the_start_whatever_was_drawn_before():
+    task = SuiteTask("ImageMLP_Digits8_Relu32")  # digits, batch 128, through the shared cache
+    shared = digits(batch_size=128).train
+    first = task.build().datasets.train
+    expected = [next(first)["label"] for _ in range(2)]
+    for _ in range(5):
+        next(shared)  # what an earlier task or run drew
+    again = task.build().datasets.train
+    assert again is not first and again is not shared
+    for batch in expected:
+        np.testing.assert_array_equal(next(again)["label"], batch)
+    assert digits(batch_size=128).train is shared  # the process-wide cache is left as it was
