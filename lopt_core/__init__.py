@@ -83,8 +83,9 @@ __all__ = [
     "TrainResult",
     "__version__",
     "clear_dataset_cache",
-    "fresh_datasets",
     "dataset_lru_cache",
+    "draw_family_batches",
+    "fresh_datasets",
     "hookimpl",
     "sample_cfgs",
     "single_task_to_family",
@@ -92,7 +93,6 @@ __all__ = [
     "stack_task_batches",
     "train",
     "train_family",
-    "draw_family_batches",
 ]
 
 

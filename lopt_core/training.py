@@ -265,7 +265,7 @@ def train_family(
                 family, num_tasks, num_steps, eval_every, num_eval_batches, eval_splits
             )
         else:
-            _check_batches(batches, num_tasks, num_steps)
+            _check_batches(batches, num_tasks, num_steps, num_evals)
         train_batches, eval_batches = batches
         # Each device receives only its tasks' data.
         train_batches, eval_batches = put((train_batches, eval_batches), mesh)
@@ -309,13 +309,18 @@ def draw_family_batches(
     return train, evals
 
 
-def _check_batches(batches: Any, num_tasks: int, num_steps: int) -> None:
-    train = batches[0] if isinstance(batches, tuple) and len(batches) == 2 else None
-    leaves = jax.tree_util.tree_leaves(train)
-    if not leaves or any(np.shape(x)[:2] != (num_tasks, num_steps) for x in leaves):
+def _check_batches(batches: Any, num_tasks: int, num_steps: int, num_evals: int) -> None:
+    pair = batches if isinstance(batches, tuple) and len(batches) == 2 else (None, None)
+    train, evals = (jax.tree_util.tree_leaves(x) for x in pair)
+    if (
+        not train
+        or any(np.shape(x)[:2] != (num_tasks, num_steps) for x in train)
+        or any(np.shape(x)[:2] != (num_tasks, num_evals) for x in evals)
+    ):
         raise ValueError(
-            f"batches must be draw_family_batches(...) for {num_tasks} tasks of {num_steps} "
-            f"steps (train leaves [{num_tasks}, {num_steps}, ...]); got "
+            f"batches must be draw_family_batches(...) with the same arguments: {num_tasks} "
+            f"tasks, {num_steps} steps, {num_evals} evaluations (train leaves [{num_tasks}, "
+            f"{num_steps}, ...], eval leaves [{num_tasks}, {num_evals}, ...]); got "
             f"{jax.tree_util.tree_map(np.shape, batches)!r:.200}."
         )
 

@@ -164,5 +164,7 @@ def test_train_family_on_drawn_batches_equals_drawing_them_itself():
     drawn = train_family(RegressionFamily(), SGD(0.1), key, 2, 4, eval_every=2)
     np.testing.assert_array_equal(given.train_loss, drawn.train_loss)
     np.testing.assert_array_equal(given.test_loss, drawn.test_loss)
-    with pytest.raises(ValueError, match=r"draw_family_batches\(...\) for 2 tasks of 6 steps"):
+    with pytest.raises(ValueError, match=r"draw_family_batches\(...\).*2 tasks, 6 steps"):
         train_family(RegressionFamily(), SGD(0.1), key, 2, 6, eval_every=2, batches=batches)
+    with pytest.raises(ValueError, match=r"draw_family_batches\(...\).*2 evaluations"):
+        train_family(RegressionFamily(), SGD(0.1), key, 2, 4, eval_every=4, batches=batches)
